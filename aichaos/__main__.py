@@ -1,0 +1,3 @@
+from aichaos.cli.app import main
+
+main()

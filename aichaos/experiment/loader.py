@@ -1,0 +1,224 @@
+"""YAML → typed Experiment and Stack, with every error naming file, line and key path.
+
+``--set key.path=value`` overrides are applied to the parsed data before validation, so they are
+checked exactly like the file (their errors name the override, not a file line).
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from aichaos.errors import ExperimentError, Problem
+from aichaos.experiment.model import NETWORK_FAULTS, Experiment
+from aichaos.experiment.stack import Stack
+from aichaos.experiment.yamlpos import KeyPath, Located, format_path, load_yaml
+
+
+@dataclass(frozen=True)
+class LoadedExperiment:
+    path: Path
+    experiment: Experiment
+    stack_path: Path
+    stack: Stack
+
+
+def _model_at(model: Any, loc: tuple[Any, ...]) -> tuple[Any, KeyPath]:
+    """Walk ``loc`` through the model's annotations; return the type there and the loc without union tags."""
+    clean: list[str | int] = []
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current)
+        origin = typing.get_origin(current)
+        if origin in (typing.Union, types.UnionType):
+            members = [_unwrap(m) for m in typing.get_args(current)]
+            tagged = [m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
+                      and "type" in m.model_fields and part in typing.get_args(m.model_fields["type"].annotation)]
+            if tagged:
+                current = tagged[0]
+                continue  # the tag is pydantic's, not the user's
+            non_none = [m for m in members if m is not type(None)]
+            current = _unwrap(non_none[0]) if len(non_none) == 1 else None
+            origin = typing.get_origin(current)
+        clean.append(part)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = next((f for n, f in current.model_fields.items() if n == part or f.alias == part), None)
+            current = field.annotation if field else None
+        elif origin is list and isinstance(part, int):
+            current = typing.get_args(current)[0]
+        elif origin is dict:
+            current = typing.get_args(current)[1]
+        else:
+            current = None
+    return _unwrap(current), tuple(clean)
+
+
+def _unwrap(tp: Any) -> Any:
+    while typing.get_origin(tp) is typing.Annotated:
+        tp = typing.get_args(tp)[0]
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return _unwrap(args[0])
+    return tp
+
+
+def _allowed_keys(model: Any) -> list[str]:
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return [f.alias or n for n, f in model.model_fields.items()]
+    return []
+
+
+def _problems(exc: ValidationError, located: Located, model: type[BaseModel],
+              overridden: dict[KeyPath, str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent, clean_parent = _model_at(model, loc[:-1])
+            _, clean = _model_at(model, loc)
+            key = str(loc[-1])
+            allowed = _allowed_keys(parent)
+            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+            message = f"unknown key {key!r}"
+            message += f"; did you mean {close[0]!r}?" if close else (
+                f"; allowed keys: {', '.join(allowed)}" if allowed else "")
+        else:
+            _, clean = _model_at(model, loc)
+            message = err["msg"]
+            if message.startswith("Value error, "):
+                message = message[len("Value error, "):]
+            if kind == "missing":
+                message = "required key is missing"
+            elif kind == "union_tag_invalid":
+                message = message.replace("Input tag", "type").replace("found using 'type' does not match any of the expected tags:", "is not a known type; expected one of:")
+            elif kind == "union_tag_not_found":
+                message = "needs a 'type' key"
+        source = _source_of(clean, overridden)
+        line = None if source else located.line_of(clean)
+        problems.append(Problem(source or located.file, line, format_path(clean), message))
+    return problems
+
+
+def _source_of(path: KeyPath, overridden: dict[KeyPath, str]) -> str | None:
+    for prefix, origin in overridden.items():
+        if path[: len(prefix)] == prefix:
+            return origin
+    return None
+
+
+def parse_override(text: str) -> tuple[KeyPath, Any]:
+    """``load.users=50`` → (("load", "users"), 50). Values are YAML scalars or flow collections."""
+    if "=" not in text:
+        raise ExperimentError([Problem("--set", None, "", f"{text!r} is not key.path=value")])
+    key, _, raw = text.partition("=")
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ExperimentError([Problem("--set", None, key, f"{text!r} has an empty key")])
+    path: list[str | int] = []
+    for part in key.split("."):
+        path.append(int(part) if part.isdigit() else part)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ExperimentError([Problem("--set", None, key, f"value {raw!r} is not valid YAML")]) from exc
+    return tuple(path), value
+
+
+def apply_override(data: Any, path: KeyPath, value: Any, text: str) -> None:
+    node = data
+    for i, part in enumerate(path[:-1]):
+        where = format_path(path[: i + 1])
+        if isinstance(node, dict):
+            if not isinstance(part, str):
+                part = str(part)
+            node = node.setdefault(part, {})
+        elif isinstance(node, list) and isinstance(part, int):
+            if part >= len(node):
+                raise ExperimentError([Problem("--set", None, where, f"index {part} is past the end ({len(node)} items)")])
+            node = node[part]
+        else:
+            raise ExperimentError([Problem("--set", None, where, f"cannot set inside a {type(node).__name__}")])
+    last = path[-1]
+    if isinstance(node, dict):
+        node[str(last)] = value
+    elif isinstance(node, list) and isinstance(last, int) and last < len(node):
+        node[last] = value
+    else:
+        raise ExperimentError([Problem("--set", None, format_path(path), f"cannot set {text!r} here")])
+
+
+def _validate(located: Located, model: type[BaseModel], overridden: dict[KeyPath, str] | None = None) -> Any:
+    if not isinstance(located.data, dict):
+        kind = "empty" if located.data is None else f"a {type(located.data).__name__}"
+        raise ExperimentError([Problem(located.file, 1, "", f"expected a mapping at the top level, the file is {kind}")])
+    try:
+        return model.model_validate(located.data)
+    except ValidationError as exc:
+        raise ExperimentError(_problems(exc, located, model, overridden or {})) from None
+
+
+def load_stack(path: Path) -> Stack:
+    located = load_yaml(path)
+    stack: Stack = _validate(located, Stack)
+    return stack
+
+
+def load_experiment(path: Path | str, overrides: list[str] | None = None) -> LoadedExperiment:
+    """Load and validate an experiment and its stack, checking that every reference resolves."""
+    path = Path(path)
+    located = load_yaml(path)
+    overridden: dict[KeyPath, str] = {}
+    for text in overrides or []:
+        key, value = parse_override(text)
+        if isinstance(located.data, dict):
+            apply_override(located.data, key, value, text)
+        overridden[key] = f"--set {text}"
+    experiment: Experiment = _validate(located, Experiment, overridden)
+
+    stack_path = (path.parent / experiment.stack).resolve()
+    stack_line = located.line_of(("stack",))
+    if not stack_path.is_file():
+        raise ExperimentError([Problem(str(path), stack_line, "stack", f"stack file {experiment.stack!r} not found "
+                                       f"(looked at {stack_path})")])
+    stack = load_stack(stack_path)
+    problems = _references(experiment, stack, located)
+    if problems:
+        raise ExperimentError(problems)
+    return LoadedExperiment(path=path, experiment=experiment, stack_path=stack_path, stack=stack)
+
+
+def _references(experiment: Experiment, stack: Stack, located: Located) -> list[Problem]:
+    problems: list[Problem] = []
+    services = list(stack.services)
+    if experiment.load.target not in stack.services:
+        close = difflib.get_close_matches(experiment.load.target, services, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
+        problems.append(Problem(located.file, located.line_of(("load", "target")), "load.target",
+                                f"no service {experiment.load.target!r} in the stack{hint}"))
+    edges = stack.edges
+    for i, phase in enumerate(experiment.phases):
+        for j, fault in enumerate(phase.faults):
+            if isinstance(fault, NETWORK_FAULTS) and fault.edge not in edges:
+                key: KeyPath = ("phases", i, "faults", j, "edge")
+                close = difflib.get_close_matches(fault.edge, edges, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; edges: {', '.join(edges) or 'none'}"
+                problems.append(Problem(located.file, located.line_of(key), format_path(key),
+                                        f"no edge {fault.edge!r} in the stack{hint}"))
+    return problems
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Experiment.model_json_schema(by_alias=True)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "aichaos experiment"
+    return schema

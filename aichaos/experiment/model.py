@@ -1,0 +1,252 @@
+"""The experiment file as typed models (see DESIGN.md, "Experiment file")."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from aichaos.experiment.types import Duration, Strict
+
+EDGE_PATTERN = r"^[a-z][a-z0-9_-]*->[a-z][a-z0-9_-]*$"
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+# ---------------------------------------------------------------- load
+class Wait(Strict):
+    """Think time between a user's requests, uniform in [min, max]."""
+
+    min: Duration = 0.0
+    max: Duration = 0.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Wait:
+        if self.max < self.min:
+            raise ValueError("max must not be less than min")
+        return self
+
+
+class RequestSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
+    path: str = Field(pattern=r"^/")
+    weight: int = Field(1, ge=1, le=1000)
+    headers: dict[str, str] = Field(default_factory=dict)
+    json_body: Any = Field(None, alias="json", description="JSON body; strings may hold {{ template }} calls")
+
+    @field_validator("json_body")
+    @classmethod
+    def _templates_parse(cls, value: Any) -> Any:
+        from aichaos.load.templates import check_templates
+
+        check_templates(value)
+        return value
+
+
+class Load(Strict):
+    target: str = Field(description="the stack service that receives the load")
+    users: int = Field(ge=1, le=10000)
+    spawn_rate: float | None = Field(None, gt=0, description="users started per second (default: all at once)")
+    wait: Wait = Field(default_factory=Wait)
+    timeout: Duration = Field(10.0, description="per-request timeout; a request past it counts as a timeout")
+    requests: list[RequestSpec] = Field(min_length=1)
+
+    @field_validator("timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("timeout must be greater than 0")
+        return value
+
+
+# ---------------------------------------------------------------- SLOs and gates
+Metric = Literal["p50_ms", "p95_ms", "p99_ms", "error_rate", "rps"]
+
+
+class Bound(Strict):
+    """A limit on one metric: absolute (max/min) and/or relative to the baseline.
+
+    With ``baseline_ratio`` and ``baseline_delta`` both given the limit is the looser of the two:
+    ``max(ratio × baseline, baseline + delta)``.
+    """
+
+    max: float | None = None
+    min: float | None = None
+    baseline_ratio: float | None = Field(None, gt=0)
+    baseline_delta: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> Bound:
+        if self.max is None and self.min is None and self.baseline_ratio is None and self.baseline_delta is None:
+            raise ValueError("give at least one of max, min, baseline_ratio, baseline_delta")
+        return self
+
+
+class Slo(Strict):
+    p50_ms: Bound | None = None
+    p95_ms: Bound | None = None
+    p99_ms: Bound | None = None
+    error_rate: Bound | None = None
+    rps: Bound | None = None
+
+    def bounds(self) -> dict[str, Bound]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class SteadyState(Strict):
+    window: Duration = Field(5.0, description="length of the rolling window (steps 1 s)")
+    min_requests: int = Field(5, ge=1, description="a window with fewer requests is 'unknown', not healthy")
+    warmup: Duration = Field(2.0, description="seconds at the start of the baseline that are discarded")
+    slo: Slo
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: float) -> float:
+        if value < 1 or value != int(value):
+            raise ValueError("window must be a whole number of seconds, at least 1s")
+        return value
+
+    @model_validator(mode="after")
+    def _has_slo(self) -> SteadyState:
+        if not self.slo.bounds():
+            raise ValueError("slo needs at least one metric")
+        return self
+
+
+class MaxDuration(Strict):
+    max: Duration
+
+
+class RatioLimit(Strict):
+    max_ratio: float | None = Field(None, gt=0)
+    max_delta: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _something(self) -> RatioLimit:
+        if self.max_ratio is None and self.max_delta is None:
+            raise ValueError("give max_ratio and/or max_delta")
+        return self
+
+
+class Degradation(Strict):
+    p50_ms: RatioLimit | None = None
+    p95_ms: RatioLimit | None = None
+    p99_ms: RatioLimit | None = None
+    error_rate: RatioLimit | None = None
+
+    def limits(self) -> dict[str, RatioLimit]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+class Gates(Strict):
+    recovery_time: MaxDuration | None = Field(None, description="every fault's time to recover")
+    detect_time: MaxDuration | None = Field(None, description="every fault's time to detect")
+    degradation: Degradation | None = None
+    baseline_steady: bool = Field(True, description="fail when the baseline never reaches steady state")
+
+
+class Threshold(Strict):
+    above: float | None = None
+    below: float | None = None
+    for_: Duration = Field(0.0, alias="for")
+
+    @model_validator(mode="after")
+    def _something(self) -> Threshold:
+        if (self.above is None) == (self.below is None):
+            raise ValueError("give exactly one of above and below")
+        return self
+
+
+class StopCondition(Strict):
+    p50_ms: Threshold | None = None
+    p95_ms: Threshold | None = None
+    p99_ms: Threshold | None = None
+    error_rate: Threshold | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> StopCondition:
+        if len(self.conditions()) != 1:
+            raise ValueError("each stop condition names exactly one metric")
+        return self
+
+    def conditions(self) -> dict[str, Threshold]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+# ---------------------------------------------------------------- faults
+class _EdgeFault(Strict):
+    edge: str = Field(pattern=EDGE_PATTERN, description="<dependent>-><dependency>, e.g. gateway->model-server")
+    stream: Literal["downstream", "upstream"] = "downstream"
+    toxicity: float = Field(1.0, ge=0, le=1)
+
+
+class LatencyFault(_EdgeFault):
+    type: Literal["latency"]
+    latency_ms: int = Field(ge=0, le=3_600_000)
+    jitter_ms: int = Field(0, ge=0, le=3_600_000)
+
+
+class BandwidthFault(_EdgeFault):
+    type: Literal["bandwidth"]
+    rate_kbps: int = Field(ge=0, description="KB/s")
+
+
+class TimeoutFault(_EdgeFault):
+    type: Literal["timeout"]
+    timeout_ms: int = Field(0, ge=0, description="close after this long; 0 holds the data forever")
+
+
+class ResetPeerFault(_EdgeFault):
+    type: Literal["reset_peer"]
+    timeout_ms: int = Field(0, ge=0)
+
+
+class DownFault(Strict):
+    type: Literal["down"]
+    edge: str = Field(pattern=EDGE_PATTERN)
+
+
+Fault = Annotated[LatencyFault | BandwidthFault | TimeoutFault | ResetPeerFault | DownFault,
+                  Field(discriminator="type")]
+NETWORK_FAULTS = (LatencyFault, BandwidthFault, TimeoutFault, ResetPeerFault, DownFault)
+
+
+class Phase(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    duration: Duration
+    faults: list[Fault] = Field(default_factory=list)
+
+    @field_validator("duration")
+    @classmethod
+    def _duration(cls, value: float) -> float:
+        if value < 1 or value != int(value):
+            raise ValueError("a phase lasts a whole number of seconds, at least 1s")
+        return value
+
+
+class Experiment(Strict):
+    version: Literal[1] = Field(description="format version of this file")
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    stack: str = Field(description="path of the stack file, relative to this file")
+    runtime: Literal["auto", "local", "docker"] = "auto"
+    toxiproxy_url: str | None = Field(None, pattern=r"^https?://", description="use this Toxiproxy server")
+    load: Load
+    steady_state: SteadyState
+    phases: list[Phase] = Field(min_length=1)
+    gates: Gates = Field(default_factory=Gates)
+    stop_when: list[StopCondition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _phases(self) -> Experiment:
+        names = [p.name for p in self.phases]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"phase names must be unique; repeated: {', '.join(dupes)}")
+        if self.phases[0].faults:
+            raise ValueError("the first phase is the baseline and must not inject faults")
+        return self
+
+    @property
+    def duration(self) -> float:
+        return sum(p.duration for p in self.phases)

@@ -1,0 +1,1 @@
+"""Load generation. Only aichaos.load.locust_process imports locust, and only in its own process."""

@@ -1,0 +1,108 @@
+"""Toxic definitions of the builtin proxy, with Toxiproxy v2's names, attributes and defaults.
+
+A toxic applies to one stream of a proxy: ``downstream`` (upstream server → client) or ``upstream``
+(client → upstream server). Attributes, as in Toxiproxy:
+
+============  =============================================  ==========================
+type          attributes                                     unit
+============  =============================================  ==========================
+latency       latency, jitter                                ms (jitter ±, uniform)
+bandwidth     rate                                           KB/s (1 KB = 1000 bytes)
+slow_close    delay                                          ms before the close passes
+timeout       timeout                                        ms; 0 holds data forever
+reset_peer    timeout                                        ms before the RST
+slicer        average_size, size_variation, delay            bytes, bytes, µs
+limit_data    bytes                                          bytes, then close
+============  =============================================  ==========================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TOXIC_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "latency": ("latency", "jitter"),
+    "bandwidth": ("rate",),
+    "slow_close": ("delay",),
+    "timeout": ("timeout",),
+    "reset_peer": ("timeout",),
+    "slicer": ("average_size", "size_variation", "delay"),
+    "limit_data": ("bytes",),
+}
+STREAMS = ("upstream", "downstream")
+MAX_ATTRIBUTE = 2**53  # JSON-safe integers; larger values are almost surely mistakes
+
+
+class ApiError(Exception):
+    """An error the HTTP API answers with ``{"error": message, "status": status}``."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+def bad_body(detail: str) -> ApiError:
+    return ApiError(f"bad request body: {detail}", 400)
+
+
+def check_attributes(kind: str, attributes: Any, base: dict[str, int] | None = None) -> dict[str, int]:
+    """Validate ``attributes`` for a toxic type; missing ones keep ``base`` (or 0)."""
+    if attributes is None:
+        attributes = {}
+    if not isinstance(attributes, dict):
+        raise bad_body("attributes must be an object")
+    allowed = TOXIC_ATTRIBUTES[kind]
+    out = dict(base) if base is not None else dict.fromkeys(allowed, 0)
+    for key, value in attributes.items():
+        if key not in allowed:
+            raise bad_body(f"unknown attribute {key!r} for a {kind} toxic (allowed: {', '.join(allowed)})")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise bad_body(f"attribute {key!r} must be an integer")
+        if not 0 <= value <= MAX_ATTRIBUTE:
+            raise bad_body(f"attribute {key!r} must be between 0 and {MAX_ATTRIBUTE}")
+        out[key] = int(value)
+    return out
+
+
+def check_toxicity(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        raise bad_body("toxicity must be a number between 0 and 1")
+    return float(value)
+
+
+@dataclass
+class Toxic:
+    name: str
+    type: str
+    stream: str
+    toxicity: float
+    attributes: dict[str, int]
+    version: int = field(default=0, compare=False)  # bumped on update; links re-roll toxicity
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "stream": self.stream,
+                "toxicity": self.toxicity, "attributes": dict(self.attributes)}
+
+    @classmethod
+    def from_json(cls, body: Any) -> Toxic:
+        if not isinstance(body, dict):
+            raise bad_body("expected a JSON object")
+        unknown = set(body) - {"name", "type", "stream", "toxicity", "attributes"}
+        if unknown:
+            raise bad_body(f"unknown field(s): {', '.join(sorted(unknown))}")
+        stream = body.get("stream", "downstream")
+        if stream in ("", None):
+            stream = "downstream"
+        if stream not in STREAMS:
+            raise ApiError("stream was invalid, can be either upstream or downstream", 400)
+        kind = body.get("type")
+        if not isinstance(kind, str) or kind not in TOXIC_ATTRIBUTES:
+            raise ApiError("invalid toxic type", 400)
+        name = body.get("name") or f"{kind}_{stream}"
+        if not isinstance(name, str) or len(name) > 256:
+            raise bad_body("name must be a string of at most 256 characters")
+        toxicity = check_toxicity(body.get("toxicity", 1.0))
+        return cls(name=name, type=kind, stream=stream, toxicity=toxicity,
+                   attributes=check_attributes(kind, body.get("attributes")))
