@@ -1,0 +1,79 @@
+"""aichaos: chaos engineering for AI serving stacks.
+
+Only typer and rich are imported here; each command imports what it needs when it runs, so that
+`aichaos --help` stays fast and never imports torch, locust or docker.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from aichaos import __version__
+
+EXIT_CODES = (
+    "Exit codes: 0 every gate held; 1 a gate failed or a stop condition fired; "
+    "2 invalid experiment or usage; 3 environment failure (stack did not start, a fault could not "
+    "be injected or reverted); 130 interrupted."
+)
+
+app = typer.Typer(
+    name="aichaos",
+    help="Chaos engineering for AI serving stacks: inject faults under real load, measure degradation "
+    "and recovery against SLOs, and gate releases on the verdict.",
+    epilog=EXIT_CODES,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+proxy_app = typer.Typer(help="The builtin Toxiproxy-compatible fault proxy.", no_args_is_help=True,
+                        rich_markup_mode=None)
+app.add_typer(proxy_app, name="proxy")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aichaos {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug details to stderr."),
+) -> None:
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+
+
+def _register() -> None:
+    from aichaos.cli import cmd_cleanup, cmd_init, cmd_proxy, cmd_run, cmd_schema, cmd_validate
+
+    app.command("run", epilog=EXIT_CODES)(cmd_run.run)
+    app.command("validate", epilog=EXIT_CODES)(cmd_validate.validate)
+    app.command("init")(cmd_init.init)
+    app.command("schema")(cmd_schema.schema)
+    app.command("cleanup")(cmd_cleanup.cleanup)
+    proxy_app.command("serve")(cmd_proxy.serve)
+
+
+_register()
+
+
+def main() -> None:
+    from aichaos.errors import AichaosError, ExitCode
+
+    try:
+        app(standalone_mode=True)
+    except AichaosError as exc:  # commands translate their own; this is the last net
+        from aichaos.cli.terminal import Terminal
+
+        Terminal().error(str(exc))
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(ExitCode.INTERRUPTED)

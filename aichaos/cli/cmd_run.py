@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def run(
+    file: Path = typer.Argument(..., help="The experiment file.", show_default=False),
+    set_: list[str] = typer.Option([], "--set", help="Override a key: --set load.users=50 (repeatable)."),
+    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
+    run_dir: Path | None = typer.Option(None, help="Use exactly this run directory."),
+    toxiproxy_url: str | None = typer.Option(None, help="Use the Toxiproxy server at this URL."),
+    runtime: str | None = typer.Option(None, help="Override the experiment's runtime: auto, local, docker."),
+    keep_stack: bool = typer.Option(False, "--keep-stack", help="Leave the stack running after the run."),
+    junit: Path | None = typer.Option(None, help="Also write the gates as JUnit XML here."),
+    markdown: Path | None = typer.Option(None, help="Also write a Markdown report here."),
+    json_out: bool = typer.Option(False, "--json", help="Print the journal as JSON on stdout instead of tables."),
+    seed: int | None = typer.Option(None, help="Seed for the load's random draws."),
+) -> None:
+    """Run an experiment: stand up the stack, drive load, inject faults, report the verdict."""
+    import json
+
+    from aichaos.cli.render import render_summary
+    from aichaos.cli.terminal import Terminal
+    from aichaos.errors import ExitCode, ExperimentError
+    from aichaos.experiment.loader import load_experiment
+    from aichaos.report.formats import junit_xml
+    from aichaos.report.formats import markdown as to_markdown
+    from aichaos.run import RunOptions, run_experiment
+    from aichaos.runtime.cleanup import stale_runs
+
+    term = Terminal()
+    if runtime is not None and runtime not in ("auto", "local", "docker"):
+        term.error(f"--runtime must be auto, local or docker, not {runtime!r}")
+        raise typer.Exit(ExitCode.INVALID)
+    try:
+        loaded = load_experiment(file, set_)
+    except ExperimentError as exc:
+        for problem in exc.problems:
+            term.error(str(problem))
+        raise typer.Exit(ExitCode.INVALID) from None
+    for stale in stale_runs(runs_dir):
+        term.warning(f"run {stale.run_id} ended without cleaning up ({stale.path}); "
+                     f"run `aichaos cleanup --runs-dir {runs_dir}`")
+    options = RunOptions(runs_dir=runs_dir, run_dir=run_dir, toxiproxy_url=toxiproxy_url,
+                         keep_stack=keep_stack, runtime=runtime, seed=seed)
+    journal = run_experiment(loaded, options, report=term.info)
+    (journal.run_dir / "junit.xml").write_text(junit_xml(journal))
+    (journal.run_dir / "report.md").write_text(to_markdown(journal))
+    for target, text in ((junit, junit_xml(journal)), (markdown, to_markdown(journal))):
+        if target is not None:
+            try:
+                target.write_text(text)
+            except OSError as exc:
+                term.error(f"cannot write {target}: {exc.strerror}")
+    if json_out:
+        term.raw(json.dumps(journal.to_json(), indent=1))
+    else:
+        render_summary(term, journal)
+    raise typer.Exit(journal.exit_code)

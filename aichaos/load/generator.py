@@ -1,0 +1,135 @@
+"""aichaos's side of the load process: start it, feed the samples it streams into a SampleStore, stop it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from aichaos.errors import LoadError
+from aichaos.experiment.model import Load
+from aichaos.metrics.samples import Bucket, SampleStore
+
+log = logging.getLogger(__name__)
+
+
+def load_spec(load: Load, host: str, seed: int | None = None) -> dict[str, Any]:
+    """The JSON spec the load process reads (a plain dict: it crosses a process boundary)."""
+    return {
+        "host": host,
+        "users": load.users,
+        "spawn_rate": load.spawn_rate or float(load.users),
+        "wait_min": load.wait.min,
+        "wait_max": load.wait.max,
+        "timeout": load.timeout,
+        "seed": seed,
+        "requests": [{"name": r.name, "method": r.method, "path": r.path, "weight": r.weight,
+                      "headers": r.headers, "json": r.json_body} for r in load.requests],
+    }
+
+
+class LoadGenerator:
+    def __init__(self, spec: dict[str, Any], log_path: Path, store: SampleStore) -> None:
+        self.spec = spec
+        self.log_path = log_path
+        self.store = store
+        self.process: subprocess.Popen[bytes] | None = None
+        self.ready = threading.Event()
+        self.done = threading.Event()
+        self.locust_total: int | None = None
+        self.collected_total: int | None = None
+        self.error: str | None = None
+        self.users = 0
+        self._reader: threading.Thread | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def start(self, timeout: float = 60.0) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "aichaos.load.locust_process"],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                            start_new_session=True)
+        except OSError as exc:
+            raise LoadError(f"cannot start the load process: {exc}") from exc
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps(self.spec).encode() + b"\n")
+        self.process.stdin.flush()
+        self._reader = threading.Thread(target=self._read, name="aichaos-load-reader", daemon=True)
+        self._reader.start()
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.1):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise LoadError(f"the load process did not start ({self.error or 'no ready signal'})\n"
+                                f"{_tail(self.log_path)}", hint=f"see {self.log_path}")
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for raw in self.process.stdout:
+            try:
+                msg = json.loads(raw)
+            except ValueError:
+                log.warning("load process said: %s", raw[:200])
+                continue
+            kind = msg.get("type")
+            if kind == "samples":
+                self.users = int(msg.get("users", 0))
+                for b in msg.get("buckets", []):
+                    self.store.add(Bucket.from_json(b))
+            elif kind == "ready":
+                self.ready.set()
+            elif kind == "done":
+                self.locust_total = int(msg["locust_total"])
+                self.collected_total = int(msg["collected_total"])
+                self.done.set()
+            elif kind == "error":
+                self.error = str(msg.get("message"))
+        self.done.set()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Ask the load process to stop and flush; kill it if it does not within ``timeout``."""
+        process = self.process
+        if process is None:
+            return
+        if process.poll() is None and process.stdin is not None:
+            try:
+                process.stdin.write(b"stop\n")
+                process.stdin.flush()
+                process.stdin.close()
+            except (BrokenPipeError, OSError):
+                pass
+        self.done.wait(timeout)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        if self._reader is not None:
+            self._reader.join(5)
+        if self._log is not None:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join(f"  | {line}" for line in text)

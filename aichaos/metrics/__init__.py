@@ -1,0 +1,1 @@
+"""Samples, windows, SLOs and analysis: pure functions over per-second buckets."""

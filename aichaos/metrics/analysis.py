@@ -1,0 +1,190 @@
+"""Steady state, time to detect, time to recover and degradation, exactly as DESIGN.md defines them.
+
+All functions are pure: they take per-second buckets (keyed by epoch second) and return values.
+
+- A window of ``w`` seconds starting at second ``s`` covers the requests started in ``[s, s+w)``;
+  windows step by 1 s. It is *unknown* with fewer than ``min_requests`` requests, *steady* when
+  every SLO holds in it, else *violated*.
+- Time to detect: from the fault's start to the end of the first violated window that ends after it.
+- Time to recover: from the revert to the start of the first steady window after it such that every
+  window starting in the following ``w`` seconds is steady too ("stays steady for a further window").
+
+Both have 1 s resolution: an event counts from the start of the second it happened in (faults are
+applied and reverted on whole-second phase boundaries, a few ms late for the API call, and those
+few ms must not read as a second of detection or recovery).
+- Degradation: the fault phase's metrics against the baseline's, as ratio and delta.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from aichaos.experiment.model import Bound, Slo
+from aichaos.metrics.histogram import percentile
+from aichaos.metrics.samples import Bucket, merge_buckets
+
+
+class WindowStatus(str, Enum):
+    STEADY = "steady"
+    VIOLATED = "violated"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Metrics:
+    count: int
+    seconds: int
+    rps: float
+    error_rate: float
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def get(self, metric: str) -> float | None:
+        value = getattr(self, metric)
+        return None if value is None else float(value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "seconds": self.seconds, "rps": round(self.rps, 3),
+                "error_rate": round(self.error_rate, 6), "p50_ms": _r(self.p50_ms), "p95_ms": _r(self.p95_ms),
+                "p99_ms": _r(self.p99_ms), "errors": self.errors}
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int) -> Metrics:
+    """Metrics of the requests started in seconds [start, end)."""
+    seconds = max(0, end - start)
+    merged = merge_buckets([buckets[s] for s in range(start, end) if s in buckets])
+    errors = merged.error_count
+    return Metrics(
+        count=merged.count,
+        seconds=seconds,
+        rps=merged.count / seconds if seconds else 0.0,
+        error_rate=errors / merged.count if merged.count else 0.0,
+        p50_ms=percentile(merged.hist, 50),
+        p95_ms=percentile(merged.hist, 95),
+        p99_ms=percentile(merged.hist, 99),
+        errors=dict(merged.errors),
+    )
+
+
+def limit_of(bound: Bound, baseline: float | None) -> tuple[float | None, float | None]:
+    """(upper, lower) limits of a bound, with relative parts resolved against the baseline."""
+    upper = bound.max
+    if baseline is not None and (bound.baseline_ratio is not None or bound.baseline_delta is not None):
+        candidates = []
+        if bound.baseline_ratio is not None:
+            candidates.append(bound.baseline_ratio * baseline)
+        if bound.baseline_delta is not None:
+            candidates.append(baseline + bound.baseline_delta)
+        relative = max(candidates)
+        upper = relative if upper is None else min(upper, relative)
+    return upper, bound.min
+
+
+def slo_holds(metrics: Metrics, slo: Slo, baseline: Metrics | None) -> tuple[bool, list[str]]:
+    """Whether every SLO holds; the list names each one that does not."""
+    broken: list[str] = []
+    for metric, bound in slo.bounds().items():
+        value = metrics.get(metric)
+        upper, lower = limit_of(bound, baseline.get(metric) if baseline else None)
+        if value is None:
+            # no successful request at all: latency cannot hold
+            broken.append(f"{metric}=n/a")
+            continue
+        if upper is not None and value > upper:
+            broken.append(f"{metric}={value:.4g}>{upper:.4g}")
+        if lower is not None and value < lower:
+            broken.append(f"{metric}={value:.4g}<{lower:.4g}")
+    return not broken, broken
+
+
+@dataclass(frozen=True)
+class Window:
+    start: int
+    end: int  # exclusive
+    status: WindowStatus
+    metrics: Metrics
+    broken: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"start": self.start, "end": self.end, "status": self.status.value,
+                "count": self.metrics.count, "p95_ms": _r(self.metrics.p95_ms),
+                "error_rate": round(self.metrics.error_rate, 6), "broken": list(self.broken)}
+
+
+def windows(buckets: Mapping[int, Bucket], start: int, end: int, width: int, min_requests: int,
+            slo: Slo, baseline: Metrics | None) -> list[Window]:
+    """Every full window starting in [start, end - width]."""
+    out: list[Window] = []
+    for s in range(start, end - width + 1):
+        m = metrics_of(buckets, s, s + width)
+        if m.count < min_requests:
+            out.append(Window(s, s + width, WindowStatus.UNKNOWN, m))
+            continue
+        ok, broken = slo_holds(m, slo, baseline)
+        out.append(Window(s, s + width, WindowStatus.STEADY if ok else WindowStatus.VIOLATED, m, tuple(broken)))
+    return out
+
+
+def time_to_detect(wins: list[Window], fault_start: float, fault_end: float) -> float | None:
+    """Seconds from the fault's start to the end of the first violated window ending after it."""
+    start = math.floor(fault_start)
+    for w in wins:
+        if w.end > start and w.start < fault_end and w.status is WindowStatus.VIOLATED:
+            return float(w.end - start)
+    return None
+
+
+def time_to_recover(wins: list[Window], revert_at: float, width: int) -> float | None:
+    """Seconds from the revert to the start of the first window that is steady and stays steady.
+
+    None ("not recovered") when the run ends before that can be shown.
+    """
+    by_start = {w.start: w for w in wins}
+    first = math.floor(revert_at)
+    last = max(by_start) if by_start else first - 1
+    for s in range(first, last + 1):
+        run = [by_start.get(s + k) for k in range(width + 1)]
+        if all(w is not None and w.status is WindowStatus.STEADY for w in run):
+            return float(s - first)
+    return None
+
+
+@dataclass(frozen=True)
+class Change:
+    metric: str
+    baseline: float | None
+    fault: float | None
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.fault is None:
+            return None
+        if self.baseline == 0:
+            return 1.0 if self.fault == 0 else math.inf
+        return self.fault / self.baseline
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.fault is None:
+            return None
+        return self.fault - self.baseline
+
+    def to_json(self) -> dict[str, Any]:
+        ratio = self.ratio
+        return {"metric": self.metric, "baseline": _r(self.baseline), "fault": _r(self.fault),
+                "ratio": None if ratio is None or math.isinf(ratio) else round(ratio, 4),
+                "delta": _r(self.delta)}
+
+
+def degradation(baseline: Metrics, fault: Metrics) -> dict[str, Change]:
+    return {m: Change(m, baseline.get(m), fault.get(m)) for m in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "rps")}

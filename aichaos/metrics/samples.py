@@ -1,0 +1,76 @@
+"""Per-second samples: every request lands in the bucket of the second it started in."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from aichaos.metrics.histogram import merge
+
+ERROR_KINDS = ("timeout", "connection", "5xx", "4xx", "other")
+
+
+@dataclass
+class Bucket:
+    second: int  # epoch second of the requests' start
+    count: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    hist: dict[int, int] = field(default_factory=dict)  # latency of successful requests
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+    def add(self, other: Bucket) -> None:
+        self.count += other.count
+        for kind, n in other.errors.items():
+            self.errors[kind] = self.errors.get(kind, 0) + n
+        for b, n in other.hist.items():
+            self.hist[b] = self.hist.get(b, 0) + n
+
+    def to_json(self) -> dict[str, Any]:
+        return {"second": self.second, "count": self.count, "errors": self.errors,
+                "hist": {str(k): v for k, v in sorted(self.hist.items())}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Bucket:
+        return cls(second=int(data["second"]), count=int(data["count"]),
+                   errors={str(k): int(v) for k, v in data.get("errors", {}).items()},
+                   hist={int(k): int(v) for k, v in data.get("hist", {}).items()})
+
+
+def merge_buckets(buckets: list[Bucket], second: int = 0) -> Bucket:
+    out = Bucket(second=second)
+    out.count = sum(b.count for b in buckets)
+    for b in buckets:
+        for kind, n in b.errors.items():
+            out.errors[kind] = out.errors.get(kind, 0) + n
+    out.hist = merge(b.hist for b in buckets)
+    return out
+
+
+class SampleStore:
+    """Thread-safe accumulation of the load generator's partial buckets, keyed by second."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buckets: dict[int, Bucket] = {}
+        self.users: dict[int, int] = {}
+
+    def add(self, bucket: Bucket) -> None:
+        with self._lock:
+            mine = self._buckets.get(bucket.second)
+            if mine is None:
+                self._buckets[bucket.second] = bucket
+            else:
+                mine.add(bucket)
+
+    def snapshot(self) -> dict[int, Bucket]:
+        with self._lock:
+            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist)) for s, b in self._buckets.items()}
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return sum(b.count for b in self._buckets.values())

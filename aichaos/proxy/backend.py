@@ -1,0 +1,111 @@
+"""Which Toxiproxy-API server serves a run, in order of preference:
+
+1. a URL the user gives (experiment ``toxiproxy_url`` or ``--toxiproxy-url``);
+2. ``toxiproxy-server`` found on PATH, started on a free loopback port;
+3. the builtin server (``aichaos proxy serve``), started as a child process.
+
+(The ``ghcr.io/shopify/toxiproxy`` image is the choice of the docker runtime.) The journal records
+which one served and its version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aichaos.errors import ProxyError
+from aichaos.proxy.client import ToxiproxyClient
+from aichaos.runtime.ports import free_port
+
+log = logging.getLogger(__name__)
+
+READY_PREFIX = "aichaos proxy listening on "
+
+
+@dataclass
+class ProxyBackend:
+    kind: str  # "url" | "toxiproxy-server" | "builtin"
+    url: str
+    version: str = ""
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def client(self) -> ToxiproxyClient:
+        return ToxiproxyClient(self.url)
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def close(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def _wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: Path, timeout: float) -> str:
+    client = ToxiproxyClient(url, timeout=1.0)
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            break
+        try:
+            return client.version()
+        except ProxyError as exc:
+            last = exc
+            time.sleep(0.05)
+    tail = _tail(log_path)
+    raise ProxyError(f"the fault proxy at {url} did not come up within {timeout:g}s ({last})\n{tail}",
+                     hint=f"see {log_path}")
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return "\n".join(f"  | {line}" for line in text)
+
+
+def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 20.0) -> ProxyBackend:
+    """Start (or attach to) the fault proxy for a run."""
+    if url:
+        version = ToxiproxyClient(url).version()
+        return ProxyBackend("url", url, version)
+    log_path = run_dir / "logs" / "proxy.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("toxiproxy-server")
+    port = free_port()
+    if binary:
+        kind = "toxiproxy-server"
+        argv = [binary, "-host", "127.0.0.1", "-port", str(port)]
+    else:
+        kind = "builtin"
+        argv = [sys.executable, "-m", "aichaos", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    with open(log_path, "ab") as out:
+        try:
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
+        except OSError as exc:
+            raise ProxyError(f"cannot start the fault proxy ({argv[0]}): {exc}") from exc
+    backend_url = f"http://127.0.0.1:{port}"
+    try:
+        version = _wait_for_api(backend_url, process, log_path, timeout)
+    except ProxyError:
+        backend = ProxyBackend(kind, backend_url, process=process)
+        backend.close()
+        raise
+    return ProxyBackend(kind, backend_url, version, process)

@@ -1,0 +1,321 @@
+"""The timeline of one run: stand the stack up, drive load, apply and revert faults phase by phase,
+analyse, and write the journal. Everything that was started or injected is undone in ``finally``,
+whatever happened: success, a failed gate, an error, SIGINT or SIGTERM. A state file in the run
+directory lets ``aichaos cleanup`` finish the job after a ``kill -9``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from aichaos import __version__
+from aichaos.errors import (
+    AichaosError,
+    EnvironmentFailure,
+    ExitCode,
+    FaultRevertError,
+    Interrupted,
+    LoadError,
+    StackStartError,
+    UsageError,
+)
+from aichaos.experiment.loader import LoadedExperiment
+from aichaos.experiment.model import NETWORK_FAULTS, Experiment
+from aichaos.faults.base import AppliedFault
+from aichaos.metrics.analysis import metrics_of
+from aichaos.metrics.samples import Bucket, SampleStore
+from aichaos.report.journal import Journal, PhaseRecord, analyse
+from aichaos.runtime.state import RunState
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[str], None]
+
+
+@dataclass
+class RunOptions:
+    runs_dir: Path = Path("runs")
+    run_dir: Path | None = None
+    toxiproxy_url: str | None = None
+    keep_stack: bool = False
+    runtime: str | None = None  # overrides the experiment's runtime
+    seed: int | None = None
+
+
+@dataclass
+class _Signals:
+    """SIGINT/SIGTERM become ``Interrupted`` in the main thread; during teardown they are only noted."""
+
+    received: list[str] = field(default_factory=list)
+    raising: bool = True
+
+    def handler(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        self.received.append(name)
+        if self.raising:
+            self.raising = False  # the next one must not interrupt the reverts
+            raise Interrupted(name)
+        log.warning("%s received again: skipping graceful waits, still reverting faults", name)
+
+
+@contextmanager
+def _signals_raise(sig: _Signals) -> Iterator[None]:
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, sig.handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path]:
+    run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    run_dir = options.run_dir or (options.runs_dir / f"{run_id}-{experiment.name}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_id, run_dir
+
+
+def _pick_runtime(requested: str, report: Reporter) -> str:
+    if requested == "docker":
+        raise EnvironmentFailure("the docker runtime is not available in this version of aichaos",
+                                 hint="use runtime: local (or auto)")
+    if requested == "auto":
+        report("runtime auto: using local processes")
+    return "local"
+
+
+def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Reporter = print) -> Journal:
+    """Run one experiment end to end. Never raises for a run that started: errors end up in the journal."""
+    experiment = loaded.experiment
+    run_id, run_dir = _new_run_dir(options, experiment)
+    journal = Journal.start(run_id, run_dir, loaded)
+    state = RunState(run_dir / "state.json", run_id)
+    sig = _Signals()
+    store = SampleStore()
+    applied: list[AppliedFault] = []
+    holder: dict[str, Any] = {}  # what got started, for teardown
+    report(f"run {run_id}: {experiment.name} (run directory {run_dir})")
+    with _signals_raise(sig):
+        try:
+            runtime_name = _pick_runtime(options.runtime or experiment.runtime, report)
+            journal.environment.update({
+                "runtime": runtime_name, "python": sys.version.split()[0], "platform": platform.platform(),
+                "aichaos": __version__, "pid": os.getpid(),
+            })
+            state.save()
+            _execute(loaded, options, report, journal, state, store, applied, run_dir, runtime_name, holder)
+        except Interrupted as exc:
+            journal.status = "interrupted"
+            journal.errors.append(str(exc))
+            report(f"interrupted by {exc.signal_name}: reverting faults and tearing down")
+        except AichaosError as exc:
+            journal.status = "error"
+            journal.exit_code = exc.exit_code
+            journal.errors.append(str(exc))
+        except Exception as exc:  # a bug: still revert and tear down, and say so plainly
+            log.exception("unexpected failure")
+            journal.status = "error"
+            journal.exit_code = ExitCode.ENVIRONMENT
+            journal.errors.append(f"internal error: {exc!r} (see {run_dir / 'aichaos.log'})")
+        finally:
+            _teardown(journal, state, applied, holder, options, report, sig)
+    journal.samples = store.snapshot()
+    if journal.t0 is not None:
+        analyse(journal, experiment)
+    journal.finish()
+    journal.write()
+    state.remove()
+    return journal
+
+
+def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, journal: Journal,
+             state: RunState, store: SampleStore, applied: list[AppliedFault], run_dir: Path,
+             runtime_name: str, holder: dict[str, Any]) -> None:
+    from aichaos.faults.network import apply_network_fault
+    from aichaos.load.generator import LoadGenerator, load_spec
+    from aichaos.proxy.backend import start_proxy_backend
+    from aichaos.runtime.base import StackHandle, bring_up
+    from aichaos.runtime.local import LocalRuntime
+
+    experiment = loaded.experiment
+    started = time.monotonic()
+    backend = start_proxy_backend(run_dir, options.toxiproxy_url or experiment.toxiproxy_url)
+    holder["backend"] = backend
+    journal.environment["proxy"] = {"kind": backend.kind, "url": backend.url, "version": backend.version}
+    state.proxy_url, state.proxy_pid = backend.url, backend.pid
+    state.save()
+    report(f"fault proxy: {backend.kind} at {backend.url} (version {backend.version})")
+
+    client = backend.client
+    runtime = LocalRuntime(run_dir, loaded.stack_path.parent)
+    holder["runtime"] = runtime
+    handle = StackHandle()
+    holder["handle"] = handle
+
+    def record_started() -> None:
+        state.services = {n: s.pid for n, s in handle.services.items() if s.pid}
+        state.proxies = [p.name for p in handle.proxies.values()]
+        state.save()
+
+    report(f"starting stack {loaded.stack_path} ({', '.join(loaded.stack.start_order())})")
+    bring_up(loaded.stack, runtime, client, handle, on_started=record_started)
+    record_started()
+    journal.stack_ready_s = time.monotonic() - started
+    journal.services = {n: {"port": s.port, "pid": s.pid, "ready_after_s": round(s.ready_after_s, 3),
+                            "log": str(s.log_path)} for n, s in handle.services.items()}
+    journal.proxies = {edge: {"proxy": p.name, "listen": p.listen, "upstream": p.upstream}
+                       for edge, p in handle.proxies.items()}
+    report(f"stack ready in {journal.stack_ready_s:.1f}s")
+
+    target = handle.services[experiment.load.target]
+    spec = load_spec(experiment.load, f"http://{target.host}:{target.port}", options.seed)
+    load = LoadGenerator(spec, run_dir / "logs" / "load.log", store)
+    holder["load"] = load
+    load.start()
+    state.load_pid = load.pid
+    state.save()
+    ramp = experiment.load.users / (experiment.load.spawn_rate or float(experiment.load.users))
+    # phases start on a whole second, so fault boundaries fall on bucket boundaries
+    t0 = float(int(time.time() + ramp) + 1)
+    journal.t0 = t0
+    report(f"load: {experiment.load.users} users against {experiment.load.target}; baseline starts in "
+           f"{t0 - time.time():.1f}s")
+    _sleep_until(t0, store, journal, load, runtime, loaded)
+
+    phase_start = t0
+    for phase in experiment.phases:
+        record = PhaseRecord(phase.name, phase_start, phase_start + phase.duration)
+        journal.phases.append(record)
+        _sleep_until(phase_start, store, journal, load, runtime, loaded)
+        for i, fault in enumerate(phase.faults):
+            if isinstance(fault, NETWORK_FAULTS):
+                fault_record = apply_network_fault(fault, phase.name, i, client)
+            else:  # pragma: no cover - the model admits only network faults so far
+                raise UsageError(f"fault type {fault.type} is not supported")
+            applied.append(fault_record)
+            state.faults = [f.undo_record for f in applied if not f.reverted]
+            state.save()
+            journal.event("fault_applied", phase.name, fault_record.description, fault_record.applied_at)
+            report(f"[{phase.name}] applied {fault_record.description}")
+        if not phase.faults:
+            report(f"[{phase.name}] {phase.duration:g}s")
+        stopped = _sleep_until(record.end, store, journal, load, runtime, loaded, experiment)
+        for fault_record in [f for f in applied if f.phase == phase.name and not f.reverted]:
+            _revert(fault_record, journal, report)
+        state.faults = [f.undo_record for f in applied if not f.reverted]
+        state.save()
+        if stopped:
+            record.end = time.time()
+            break
+        phase_start = record.end
+    journal.status = "aborted" if journal.stop else "completed"
+
+
+def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: Any, runtime: Any,
+                 loaded: LoadedExperiment, experiment: Experiment | None = None) -> bool:
+    """Sleep until ``deadline`` while watching the load process, the stack and stop conditions.
+
+    Returns True when a stop condition fired.
+    """
+    next_check = 0.0
+    while True:
+        now = time.time()
+        if now >= deadline:
+            return False
+        if not load.alive():
+            raise LoadError(f"the load process died (see {load.log_path})")
+        for name in loaded.stack.services:
+            if not runtime.is_alive(name):
+                raise StackStartError(f"service {name!r} {runtime.exit_reason(name)} during the run",
+                                      hint=f"see {runtime.logs.get(name)}")
+        if experiment is not None and experiment.stop_when and now >= next_check:
+            next_check = now + 0.5
+            fired = _stop_condition(experiment, store.snapshot(), int(now) - 1)
+            if fired:
+                journal.stop = fired
+                journal.event("stop_condition", "", fired, now)
+                return True
+        time.sleep(min(0.1, max(0.0, deadline - now)))
+
+
+def _stop_condition(experiment: Experiment, buckets: dict[int, Bucket], end: int) -> str | None:
+    """The first stop condition that holds over the trailing complete seconds, or None."""
+    for condition in experiment.stop_when:
+        for metric, threshold in condition.conditions().items():
+            width = max(1, round(threshold.for_))
+            m = metrics_of(buckets, end - width, end)
+            if m.count < experiment.steady_state.min_requests:
+                continue
+            value = m.get(metric)
+            if value is None:
+                continue
+            if threshold.above is not None and value > threshold.above:
+                return f"{metric} = {value:.4g} above {threshold.above:g} for {width}s"
+            if threshold.below is not None and value < threshold.below:
+                return f"{metric} = {value:.4g} below {threshold.below:g} for {width}s"
+    return None
+
+
+def _revert(fault: AppliedFault, journal: Journal, report: Reporter) -> None:
+    try:
+        fault.revert()
+    except AichaosError as exc:
+        fault.revert_error = exc.message
+        journal.errors.append(f"could not revert {fault.description}: {exc.message}")
+        report(f"[{fault.phase}] FAILED to revert {fault.description}: {exc.message}")
+        return
+    journal.event("fault_reverted", fault.phase, fault.description, fault.reverted_at or time.time())
+    report(f"[{fault.phase}] reverted {fault.description}")
+
+
+def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], holder: dict[str, Any],
+              options: RunOptions, report: Reporter, sig: _Signals) -> None:
+    sig.raising = False  # from here on, signals are noted, never raised
+    load, runtime, backend = holder.get("load"), holder.get("runtime"), holder.get("backend")
+    for fault in applied:
+        if not fault.reverted:
+            _revert(fault, journal, report)
+    journal.faults = [f.to_json() for f in applied]
+    if load is not None:
+        load.stop(timeout=2.0 if len(sig.received) > 1 else 15.0)
+        journal.load_totals = {"locust_total": load.locust_total, "collected_total": load.collected_total}
+    leftovers: list[str] = []
+    handle = holder.get("handle")
+    if backend is not None and handle is not None and not options.keep_stack:
+        for edge, info in handle.proxies.items():
+            try:
+                backend.client.delete_proxy(info.name)
+            except AichaosError as exc:
+                leftovers.append(f"proxy {info.name} for {edge} ({exc.message})")
+    if runtime is not None and not options.keep_stack:
+        leftovers += runtime.teardown()
+    elif runtime is not None:
+        report("--keep-stack: leaving the stack running; stop it with `aichaos cleanup --run "
+               f"{journal.run_id}`")
+    if backend is not None and not options.keep_stack:
+        backend.close()
+    unreverted = [f for f in applied if not f.reverted]
+    if unreverted:
+        leftovers += [f"fault {f.description} ({f.revert_error})" for f in unreverted]
+        if journal.status != "interrupted":
+            journal.status = "error"
+            journal.exit_code = FaultRevertError.exit_code
+    journal.leftovers = leftovers
+    if sig.received and journal.status not in ("interrupted",):
+        journal.status = "interrupted"
+    if not leftovers:
+        state.faults = []

@@ -1,0 +1,1 @@
+"""Runtimes stand the stack up: ``local`` (child processes, the embedded default) and ``docker``."""

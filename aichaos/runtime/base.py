@@ -1,0 +1,76 @@
+"""The runtime interface and the stack bring-up that every runtime shares."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from aichaos.experiment.stack import Service, Stack
+from aichaos.proxy.client import ProxyInfo, ToxiproxyClient
+from aichaos.runtime.ports import free_port
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunningService:
+    name: str
+    host: str
+    port: int
+    pid: int | None = None
+    log_path: Path | None = None
+    ready_after_s: float = 0.0
+
+
+class Runtime(Protocol):
+    name: str
+
+    def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService: ...
+
+    def wait_ready(self, running: RunningService, service: Service) -> None: ...
+
+    def is_alive(self, name: str) -> bool: ...
+
+    def kill_service(self, name: str) -> None: ...
+
+    def teardown(self) -> list[str]:
+        """Stop everything started; returns what could not be stopped (empty when all went well)."""
+        ...
+
+
+def proxy_name(edge: str) -> str:
+    """Toxiproxy names allow no '>': gateway->model-server becomes gateway__model-server."""
+    return edge.replace("->", "__")
+
+
+@dataclass
+class StackHandle:
+    services: dict[str, RunningService] = field(default_factory=dict)
+    proxies: dict[str, ProxyInfo] = field(default_factory=dict)  # edge -> proxy
+
+
+def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: StackHandle,
+             on_started: object = None) -> StackHandle:
+    """Allocate ports, put a proxy on every edge, start services in dependency order, wait for each.
+
+    ``handle`` is filled as things start, so the caller can tear down whatever got started even
+    when this raises half-way.
+    """
+    ports = {name: free_port() for name in stack.services}
+    for name in stack.start_order():
+        service = stack.services[name]
+        env: dict[str, str] = {}
+        for dep, edge in service.depends_on.items():
+            key = f"{name}->{dep}"
+            info = proxy.create_proxy(proxy_name(key), upstream=f"127.0.0.1:{ports[dep]}")
+            handle.proxies[key] = info
+            env[edge.env] = f"{edge.scheme}://127.0.0.1:{info.port}" if edge.scheme != "tcp" else f"127.0.0.1:{info.port}"
+        running = runtime.start_service(name, service, ports[name], env)
+        handle.services[name] = running
+        if callable(on_started):
+            on_started()
+        runtime.wait_ready(running, service)
+        log.info("service %s ready on port %d after %.1fs", name, running.port, running.ready_after_s)
+    return handle

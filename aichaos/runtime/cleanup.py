@@ -1,0 +1,83 @@
+"""Undo what a run left behind when it could not clean up itself (``kill -9``, a power cut).
+
+Reads each run's state file, and only touches processes whose start time still matches what the
+run recorded, so a recycled pid is never killed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+from aichaos.errors import AichaosError
+from aichaos.runtime.state import RunState
+
+log = logging.getLogger(__name__)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def stale_runs(runs_dir: Path) -> list[RunState]:
+    """Runs whose state file is still there but whose aichaos process is gone."""
+    out = []
+    if not runs_dir.is_dir():
+        return out
+    for path in sorted(runs_dir.glob("*/state.json")):
+        try:
+            state = RunState.read(path)
+        except (OSError, ValueError, TypeError):
+            continue
+        if not pid_alive(state.owner_pid):
+            out.append(state)
+    return out
+
+
+def _kill_group(pid: int) -> bool:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def clean_run(state: RunState) -> list[str]:
+    """Revert faults, delete proxies, kill processes. Returns a line per thing done."""
+    from aichaos.proxy.client import ToxiproxyClient
+
+    done: list[str] = []
+    for undo in state.faults:
+        client = ToxiproxyClient(undo["proxy_url"], timeout=3.0)
+        try:
+            if "toxic" in undo:
+                client.remove_toxic(undo["proxy"], undo["toxic"])
+                done.append(f"removed toxic {undo['toxic']} from {undo['proxy']}")
+            elif undo.get("enable"):
+                client.set_enabled(undo["proxy"], True)
+                done.append(f"re-enabled proxy {undo['proxy']}")
+        except AichaosError as exc:
+            done.append(f"could not revert {undo}: {exc.message}")
+    if state.proxy_url and state.proxy_pid is None:  # an external proxy: remove what the run created
+        client = ToxiproxyClient(state.proxy_url, timeout=3.0)
+        for name in state.proxies:
+            try:
+                client.delete_proxy(name)
+                done.append(f"deleted proxy {name}")
+            except AichaosError as exc:
+                done.append(f"could not delete proxy {name}: {exc.message}")
+    pids = {"load": state.load_pid, "proxy": state.proxy_pid}
+    pids.update({f"service {n}": p for n, p in state.services.items()})
+    for what, pid in pids.items():
+        if pid and _kill_group(pid):
+            done.append(f"killed {what} (process group {pid})")
+    state.remove()
+    return done

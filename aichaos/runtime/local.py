@@ -1,0 +1,151 @@
+"""The local runtime: each stack service is a child process on a loopback port.
+
+Every service runs in its own session (process group), so teardown can reach the processes it
+spawns too, and a Ctrl-C in the terminal reaches aichaos, which then stops them in order. Each
+service's output goes to ``<run dir>/logs/<service>.log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from aichaos.errors import StackStartError
+from aichaos.experiment.stack import Service
+from aichaos.runtime.base import RunningService
+from aichaos.runtime.readiness import wait_ready
+
+log = logging.getLogger(__name__)
+
+
+def tail(path: Path | None, lines: int = 20) -> str:
+    if path is None:
+        return ""
+    try:
+        text = path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    if not text:
+        return f"  (its log {path} is empty)"
+    return f"last lines of {path}:\n" + "\n".join(f"  | {line}" for line in text)
+
+
+def substitute(value: str, port: int) -> str:
+    return value.replace("{port}", str(port))
+
+
+def kill_group(pid: int, grace: float) -> bool:
+    """SIGTERM the process group, then SIGKILL after ``grace`` seconds. True when it is gone."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return True
+    return True
+
+
+class LocalRuntime:
+    name = "local"
+
+    def __init__(self, run_dir: Path, stack_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.stack_dir = stack_dir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.services: dict[str, Service] = {}
+        self.logs: dict[str, Path] = {}
+
+    def _argv(self, service: Service, port: int) -> list[str]:
+        argv = list(service.local.command if service.local else service.command)
+        if argv and argv[0] in ("python", "python3"):
+            argv[0] = sys.executable  # the interpreter aichaos runs in, with the project installed
+        return [substitute(a, port) for a in argv]
+
+    def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService:
+        log_path = self.run_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv = self._argv(service, port)
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORT": str(port)}
+        pythonpath = os.pathsep.join(p for p in (str(self.stack_dir.parent), child_env.get("PYTHONPATH")) if p)
+        child_env["PYTHONPATH"] = pythonpath
+        child_env.update({k: substitute(v, port) for k, v in service.env.items()})
+        child_env.update(env)
+        with open(log_path, "ab") as out:
+            out.write(f"# aichaos: starting {name}: {' '.join(argv)}\n".encode())
+            out.flush()
+            try:
+                process = subprocess.Popen(argv, cwd=self.stack_dir, env=child_env, stdout=out,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
+            except OSError as exc:
+                raise StackStartError(f"service {name!r} could not start: {argv[0]}: {exc.strerror or exc}",
+                                      hint=f"check services.{name}.command in the stack file") from exc
+        self.processes[name] = process
+        self.services[name] = service
+        self.logs[name] = log_path
+        return RunningService(name=name, host="127.0.0.1", port=port, pid=process.pid, log_path=log_path)
+
+    def _exit_reason(self, name: str) -> str | None:
+        code = self.processes[name].poll()
+        if code is None:
+            return None
+        if code < 0:
+            return f"was killed by signal {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+    def wait_ready(self, running: RunningService, service: Service) -> None:
+        name = running.name
+        running.ready_after_s = wait_ready(name, running.host, running.port, service.ready,
+                                           alive=lambda: self._exit_reason(name),
+                                           logs=lambda: tail(self.logs.get(name)))
+
+    def is_alive(self, name: str) -> bool:
+        process = self.processes.get(name)
+        return process is not None and process.poll() is None
+
+    def exit_reason(self, name: str) -> str | None:
+        return self._exit_reason(name) if name in self.processes else "was never started"
+
+    def kill_service(self, name: str) -> None:
+        process = self.processes[name]
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(5)
+
+    def teardown(self) -> list[str]:
+        leftovers: list[str] = []
+        # dependents first: the reverse of start order is the order they were added
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            grace = self.services[name].stop_timeout
+            if process.poll() is None and not kill_group(process.pid, grace):
+                leftovers.append(f"service {name} (pid {process.pid})")
+                continue
+            try:
+                process.wait(2)
+            except subprocess.TimeoutExpired:
+                leftovers.append(f"service {name} (pid {process.pid})")
+            # children of a service that itself already exited
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return leftovers

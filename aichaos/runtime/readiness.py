@@ -1,0 +1,54 @@
+"""Readiness checks: poll until a service answers, with a deadline that ends in a useful error."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+from collections.abc import Callable
+
+from aichaos.errors import StackStartError
+from aichaos.experiment.stack import Readiness
+
+
+def http_ok(host: str, port: int, path: str, timeout: float = 2.0) -> bool:
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "aichaos-readiness"})
+        return 200 <= conn.getresponse().status < 300
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def tcp_ok(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_ready(name: str, host: str, port: int, readiness: Readiness,
+               alive: Callable[[], str | None], logs: Callable[[], str]) -> float:
+    """Wait until ``name`` is ready; returns seconds waited.
+
+    ``alive`` returns None while the service runs, or why it is gone (e.g. "exited with code 1").
+    """
+    start = time.monotonic()
+    deadline = start + readiness.timeout
+    probe = f"GET http://{host}:{port}{readiness.http}" if readiness.http else f"TCP {host}:{port}"
+    while True:
+        gone = alive()
+        if gone is not None:
+            raise StackStartError(f"service {name!r} {gone} before it was ready\n{logs()}",
+                                  hint=f"run its command by hand to see why; readiness probe was {probe}")
+        ok = http_ok(host, port, readiness.http) if readiness.http else tcp_ok(host, port)
+        if ok:
+            return time.monotonic() - start
+        if time.monotonic() > deadline:
+            raise StackStartError(
+                f"service {name!r} was not ready after {readiness.timeout:g}s ({probe} did not succeed)\n{logs()}",
+                hint=f"raise services.{name}.ready.timeout in the stack file if it is just slow to start")
+        time.sleep(0.1)

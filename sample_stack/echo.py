@@ -1,0 +1,92 @@
+"""Plain test services for aichaos's own tests and benchmarks: a backend and a frontend calling it.
+
+``python -m sample_stack.echo backend --port P`` answers ``/work`` (optionally sleeping
+``?ms=N``) and ``/health``. ``python -m sample_stack.echo frontend --port P`` forwards ``/work`` to
+``$BACKEND_URL`` over a kept-alive connection per thread and answers 502 when the backend fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+from sample_stack.httpserve import JsonHandler, Server, serve
+
+
+class Backend(JsonHandler):
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        if url.path == "/health":
+            self.send_json(200, {"ok": True})
+            return
+        if url.path != "/work":
+            self.send_json(404, {"error": "not found"})
+            return
+        ms = float(parse_qs(url.query).get("ms", ["0"])[0])
+        if ms > 0:
+            time.sleep(ms / 1000)
+        self.send_json(200, {"ok": True, "slept_ms": ms})
+
+    def do_POST(self) -> None:
+        try:
+            self.read_json()
+        except ValueError:
+            self.send_json(400, {"error": "bad json"})
+            return
+        self.do_GET()
+
+
+_local = threading.local()
+
+
+def _backend() -> http.client.HTTPConnection:
+    conn = getattr(_local, "conn", None)
+    if conn is None:
+        url = urlsplit(os.environ["BACKEND_URL"])
+        conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port or 80,
+                                          timeout=float(os.environ.get("BACKEND_TIMEOUT", "5")))
+        _local.conn = conn
+    return conn
+
+
+class Frontend(JsonHandler):
+    def do_GET(self) -> None:
+        if self.path == "/health":
+            self.send_json(200, {"ok": True})
+            return
+        conn = _backend()
+        try:
+            conn.request("GET", self.path.replace("/", "/", 1))
+            response = conn.getresponse()
+            body = response.read()
+            self.send_json(response.status, {"backend": body.decode(errors="replace")})
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            _local.conn = None
+            self.send_json(502, {"error": f"backend failed: {exc}"})
+
+    def do_POST(self) -> None:
+        try:
+            self.read_json()
+        except ValueError:
+            self.send_json(400, {"error": "bad json"})
+            return
+        self.do_GET()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("role", choices=["backend", "frontend"])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args()
+    handler = Backend if args.role == "backend" else Frontend
+    serve(Server((args.host, args.port), handler), args.role)
+
+
+if __name__ == "__main__":
+    main()
