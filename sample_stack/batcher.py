@@ -1,0 +1,126 @@
+"""Dynamic batching: requests wait at most ``max_wait`` for company, up to ``max_batch`` per batch.
+
+The queue is bounded: when it is full a request is refused at once (the server answers 503)
+rather than piling up. Each request has a deadline; one that expires while queued is dropped
+before inference, so a backlog cannot make the model work for clients that already gave up.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class QueueFull(Exception):
+    pass
+
+
+class DeadlineExceeded(Exception):
+    pass
+
+
+@dataclass
+class Job:
+    payload: Any
+    deadline: float
+    enqueued: float = field(default_factory=time.monotonic)
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+    abandoned: bool = False
+
+
+BatchFn = Callable[[Sequence[Any]], Sequence[Any]]
+
+
+class Batcher:
+    def __init__(self, run_batch: BatchFn, *, max_batch: int = 32, max_wait: float = 0.005,
+                 max_queue: int = 256, on_batch: Callable[[int, float], None] | None = None) -> None:
+        if max_batch < 1 or max_queue < 1:
+            raise ValueError("max_batch and max_queue must be at least 1")
+        self.run_batch = run_batch
+        self.max_batch = max_batch
+        self.max_wait = max_wait
+        self.queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
+        self.on_batch = on_batch
+        self.expired = 0
+        self._thread = threading.Thread(target=self._loop, name="batcher", daemon=True)
+        self._stopped = False
+        self._thread.start()
+
+    @property
+    def depth(self) -> int:
+        return self.queue.qsize()
+
+    def submit(self, payload: Any, timeout: float) -> Any:
+        """Run ``payload`` in a batch; raises QueueFull, DeadlineExceeded or the batch's error."""
+        job = Job(payload, deadline=time.monotonic() + timeout)
+        try:
+            self.queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(f"queue full ({self.queue.maxsize} waiting)") from None
+        if not job.done.wait(timeout):
+            job.abandoned = True
+            raise DeadlineExceeded(f"no answer within {timeout:g}s")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _collect(self, first: Job) -> list[Job]:
+        batch = [first]
+        until = time.monotonic() + self.max_wait
+        while len(batch) < self.max_batch:
+            remaining = until - time.monotonic()
+            try:
+                job = self.queue.get(timeout=remaining) if remaining > 0 else self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is None:
+                self._stopped = True
+                break
+            batch.append(job)
+        return batch
+
+    def _loop(self) -> None:
+        while not self._stopped:
+            first = self.queue.get()
+            if first is None:
+                return
+            batch = self._collect(first)
+            now = time.monotonic()
+            live = []
+            for job in batch:
+                if job.abandoned or job.deadline <= now:
+                    self.expired += 1
+                    job.error = DeadlineExceeded("deadline passed while queued")
+                    job.done.set()
+                else:
+                    live.append(job)
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                results = self.run_batch([j.payload for j in live])
+            except BaseException as exc:  # the batch fails, every request in it learns why
+                for job in live:
+                    job.error = exc
+                    job.done.set()
+                continue
+            elapsed = time.perf_counter() - started
+            if self.on_batch is not None:
+                self.on_batch(len(live), elapsed)
+            for job, result in zip(live, results, strict=True):
+                job.result = result
+                job.done.set()
+
+    def stop(self) -> None:
+        self._stopped = True
+        try:
+            self.queue.put_nowait(None)
+        except queue.Full:
+            pass
+        self._thread.join(5)
