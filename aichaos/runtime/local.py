@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from aichaos.errors import StackStartError
@@ -39,25 +38,30 @@ def substitute(value: str, port: int) -> str:
     return value.replace("{port}", str(port))
 
 
-def kill_group(pid: int, grace: float) -> bool:
-    """SIGTERM the process group, then SIGKILL after ``grace`` seconds. True when it is gone."""
+def stop_process(process: subprocess.Popen[bytes], grace: float) -> bool:
+    """SIGTERM the process's group, wait up to ``grace`` seconds for the leader, then SIGKILL the group.
+
+    Returns True when the leader is gone. (Polling the group with signal 0 would see the leader's
+    zombie until it is reaped, so the leader is waited for directly.)
+    """
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(process.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return True
+        pass
     except PermissionError:
         return False
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.05)
     try:
-        os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return True
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the leader if it ignored SIGTERM, and anything it left
+    except (ProcessLookupError, PermissionError):
+        pass
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        return False
     return True
 
 
@@ -135,17 +139,6 @@ class LocalRuntime:
         # dependents first: the reverse of start order is the order they were added
         for name in reversed(list(self.processes)):
             process = self.processes[name]
-            grace = self.services[name].stop_timeout
-            if process.poll() is None and not kill_group(process.pid, grace):
+            if not stop_process(process, self.services[name].stop_timeout):
                 leftovers.append(f"service {name} (pid {process.pid})")
-                continue
-            try:
-                process.wait(2)
-            except subprocess.TimeoutExpired:
-                leftovers.append(f"service {name} (pid {process.pid})")
-            # children of a service that itself already exited
-            try:
-                os.killpg(process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         return leftovers

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def write(tmp_path: Path):
+    """Write a file under tmp_path and return its path."""
+
+    def _write(name: str, text: str) -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+    return _write
+
+
+STACK = """\
+services:
+  backend:
+    command: [python, -m, sample_stack.echo, backend, --port, "{port}"]
+    ready: {http: /health}
+  frontend:
+    command: [python, -m, sample_stack.echo, frontend, --port, "{port}"]
+    ready: {http: /health}
+    depends_on:
+      backend: {env: BACKEND_URL, scheme: http}
+"""
+
+EXPERIMENT = """\
+version: 1
+name: unit
+stack: stack.yaml
+load:
+  target: frontend
+  users: 2
+  requests:
+    - {name: work, method: POST, path: /work, json: {text: "{{ words(5) }}"}}
+steady_state:
+  slo: {p95_ms: {max: 100}}
+phases:
+  - {name: baseline, duration: 5s}
+  - name: fault
+    duration: 5s
+    faults:
+      - {type: latency, edge: frontend->backend, latency_ms: 100}
+"""
