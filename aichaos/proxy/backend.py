@@ -80,14 +80,20 @@ def _tail(path: Path, lines: int = 15) -> str:
     return "\n".join(f"  | {line}" for line in text)
 
 
-def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 20.0) -> ProxyBackend:
-    """Start (or attach to) the fault proxy for a run."""
+def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 20.0,
+                        kind: str | None = None) -> ProxyBackend:
+    """Start (or attach to) the fault proxy for a run.
+
+    ``kind`` forces "builtin" or "toxiproxy-server" instead of the order of preference.
+    """
     if url:
         version = ToxiproxyClient(url).version()
         return ProxyBackend("url", url, version)
     log_path = run_dir / "logs" / "proxy.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    binary = shutil.which("toxiproxy-server")
+    binary = shutil.which("toxiproxy-server") if kind in (None, "toxiproxy-server") else None
+    if kind == "toxiproxy-server" and binary is None:
+        raise ProxyError("toxiproxy-server is not on PATH")
     port = free_port()
     if binary:
         kind = "toxiproxy-server"
