@@ -24,7 +24,7 @@ class JsonHandler(BaseHTTPRequestHandler):
     server_version = "aichaos-sample"
     disable_nagle_algorithm = True  # headers and body go out as separate writes
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would drown the service's log
 
     def read_json(self) -> Any:

@@ -38,7 +38,8 @@ class Terminal:
         self.out.file.write(text if text.endswith("\n") else text + "\n")
         self.out.file.flush()
 
-    def table(self, title: str, headers: list[str], rows: list[list[str]], styles: dict[str, str] | None = None) -> None:
+    def table(self, title: str, headers: list[str], rows: list[list[str]],
+              styles: dict[str, str] | None = None) -> None:
         table = Table(title=title, title_justify="left", show_lines=False)
         for h in headers:
             table.add_column(h, overflow="fold")

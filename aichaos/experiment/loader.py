@@ -84,7 +84,7 @@ def _problems(exc: ValidationError, located: Located, model: type[BaseModel],
         loc = tuple(err["loc"])
         kind = err["type"]
         if kind == "extra_forbidden":
-            parent, clean_parent = _model_at(model, loc[:-1])
+            parent, _clean_parent = _model_at(model, loc[:-1])
             _, clean = _model_at(model, loc)
             key = str(loc[-1])
             allowed = _allowed_keys(parent)
@@ -100,7 +100,9 @@ def _problems(exc: ValidationError, located: Located, model: type[BaseModel],
             if kind == "missing":
                 message = "required key is missing"
             elif kind == "union_tag_invalid":
-                message = message.replace("Input tag", "type").replace("found using 'type' does not match any of the expected tags:", "is not a known type; expected one of:")
+                message = message.replace("Input tag", "type").replace(
+                    "found using 'type' does not match any of the expected tags:",
+                    "is not a known type; expected one of:")
             elif kind == "union_tag_not_found":
                 message = "needs a 'type' key"
         source = _source_of(clean, overridden)
@@ -144,7 +146,8 @@ def apply_override(data: Any, path: KeyPath, value: Any, text: str) -> None:
             node = node.setdefault(part, {})
         elif isinstance(node, list) and isinstance(part, int):
             if part >= len(node):
-                raise ExperimentError([Problem("--set", None, where, f"index {part} is past the end ({len(node)} items)")])
+                raise ExperimentError([Problem("--set", None, where,
+                                               f"index {part} is past the end ({len(node)} items)")])
             node = node[part]
         else:
             raise ExperimentError([Problem("--set", None, where, f"cannot set inside a {type(node).__name__}")])
@@ -160,7 +163,8 @@ def apply_override(data: Any, path: KeyPath, value: Any, text: str) -> None:
 def _validate(located: Located, model: type[BaseModel], overridden: dict[KeyPath, str] | None = None) -> Any:
     if not isinstance(located.data, dict):
         kind = "empty" if located.data is None else f"a {type(located.data).__name__}"
-        raise ExperimentError([Problem(located.file, 1, "", f"expected a mapping at the top level, the file is {kind}")])
+        raise ExperimentError([Problem(located.file, 1, "",
+                                       f"expected a mapping at the top level, the file is {kind}")])
     try:
         return model.model_validate(located.data)
     except ValidationError as exc:

@@ -234,7 +234,7 @@ class Experiment(Strict):
     load: Load
     steady_state: SteadyState
     phases: list[Phase] = Field(min_length=1)
-    gates: Gates = Field(default_factory=Gates)
+    gates: Gates = Field(default_factory=lambda: Gates())
     stop_when: list[StopCondition] = Field(default_factory=list)
 
     @model_validator(mode="after")

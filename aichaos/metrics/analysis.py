@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from aichaos.experiment.model import Bound, Slo
@@ -28,7 +28,7 @@ from aichaos.metrics.histogram import percentile
 from aichaos.metrics.samples import Bucket, merge_buckets
 
 
-class WindowStatus(str, Enum):
+class WindowStatus(StrEnum):
     STEADY = "steady"
     VIOLATED = "violated"
     UNKNOWN = "unknown"

@@ -46,7 +46,7 @@ _BOUNDED = _BoundedRequests()
 def _toxiproxy() -> Any:
     import toxiproxy.api
 
-    toxiproxy.api.requests = _BOUNDED  # type: ignore[attr-defined]
+    toxiproxy.api.requests = _BOUNDED
     return toxiproxy
 
 

@@ -66,7 +66,8 @@ def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: Sta
             key = f"{name}->{dep}"
             info = proxy.create_proxy(proxy_name(key), upstream=f"127.0.0.1:{ports[dep]}")
             handle.proxies[key] = info
-            env[edge.env] = f"{edge.scheme}://127.0.0.1:{info.port}" if edge.scheme != "tcp" else f"127.0.0.1:{info.port}"
+            address = f"127.0.0.1:{info.port}"
+            env[edge.env] = address if edge.scheme == "tcp" else f"{edge.scheme}://{address}"
         running = runtime.start_service(name, service, ports[name], env)
         handle.services[name] = running
         if callable(on_started):

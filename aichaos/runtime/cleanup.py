@@ -29,7 +29,7 @@ def pid_alive(pid: int) -> bool:
 
 def stale_runs(runs_dir: Path) -> list[RunState]:
     """Runs whose state file is still there but whose aichaos process is gone."""
-    out = []
+    out: list[RunState] = []
     if not runs_dir.is_dir():
         return out
     for path in sorted(runs_dir.glob("*/state.json")):

@@ -160,7 +160,7 @@ def test_client_drives_the_server(client, upstream):
         client.create_proxy("c1", upstream.address)
     with pytest.raises(ProxyError, match="does not exist"):
         client.add_toxic("nope", "latency", {"latency": 1})
-    with pytest.raises(ProxyError, match="refused|400"):
+    with pytest.raises(ProxyError, match=r"refused|400"):
         client.add_toxic("c1", "latency", {"latency": -1})
     client.delete_proxy("c1")
 

@@ -67,7 +67,7 @@ def test_huge_body_is_refused(builtin):
 
 
 def test_garbage_on_the_socket(builtin):
-    host, port = builtin.url.rsplit(":", 1)
+    _host, port = builtin.url.rsplit(":", 1)
     for garbage in (b"\x00\x01\x02\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 200 + b"\r\n"):
         with socket.create_connection(("127.0.0.1", int(port)), timeout=5) as sock:
             sock.sendall(garbage)
@@ -91,7 +91,8 @@ toxic_body = st.fixed_dictionaries({}, optional={
 })
 proxy_body = st.fixed_dictionaries({}, optional={
     "name": names, "upstream": st.sampled_from(["127.0.0.1:1", "bad", "127.0.0.1:70000", ""]),
-    "listen": st.sampled_from(["127.0.0.1:0", "nonsense", "127.0.0.1:99999"]), "enabled": st.booleans() | st.text(max_size=2),
+    "listen": st.sampled_from(["127.0.0.1:0", "nonsense", "127.0.0.1:99999"]),
+    "enabled": st.booleans() | st.text(max_size=2),
 })
 calls = st.tuples(
     st.sampled_from(["GET", "POST", "DELETE", "PATCH", "PUT"]),

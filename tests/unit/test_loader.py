@@ -135,7 +135,8 @@ def test_missing_stack_file(files, tmp_path):
 
 
 def test_stack_file_errors_name_the_stack(files, write):
-    stack = write("stack.yaml", STACK.replace("ready: {http: /health}\n  frontend", "redy: {http: /health}\n  frontend"))
+    stack = write("stack.yaml", STACK.replace("ready: {http: /health}\n  frontend",
+                                              "redy: {http: /health}\n  frontend"))
     found = problems(files(EXPERIMENT))
     assert any(p.file == str(stack) and "redy" in p.key and "did you mean 'ready'" in p.message for p in found)
 
