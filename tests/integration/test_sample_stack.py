@@ -202,7 +202,7 @@ def test_v1_and_v2_disagree_on_a_measurable_share():
     device = torch.device("cpu")
     v1, v2 = build_model("v1", device), build_model("v2", device)
     rng = random.Random(5)
-    words = "model latency token batch queue gpu memory retry timeout cache feature store outage bill".split()  # noqa: SIM905
+    words = "model latency token batch queue gpu memory retry timeout cache feature store outage bill".split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 40))) for _ in range(400)]
     from sample_stack.model import batch_tensor
 
