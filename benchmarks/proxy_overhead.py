@@ -17,16 +17,13 @@ import os
 import shutil
 import socket
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from aichaos.proxy.backend import start_proxy_backend  # noqa: E402
-from aichaos.proxy.client import ToxiproxyClient  # noqa: E402
+from aichaos.proxy.backend import start_proxy_backend
+from aichaos.proxy.client import ToxiproxyClient
 
 
 class Upstream:
