@@ -17,7 +17,7 @@ import logging
 import random
 import socket
 import struct
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from aichaos.proxy.toxics import Toxic
 
@@ -90,9 +90,9 @@ class Direction:
 
     # ------------------------------------------------------------ input
     def feed(self, data: bytes) -> None:
-        if not self.chain and not self.queue and not self.busy:
-            dst = self.dst
-            if dst is not None and not dst.is_closing():
+        dst = self.dst
+        if dst is not None and not self.chain and not self.queue and not self.busy:
+            if not dst.is_closing():
                 dst.write(data)
             return
         self.queue.append((asyncio.get_running_loop().time(), data))
@@ -100,14 +100,16 @@ class Direction:
         if self.queued_bytes > HIGH_WATER and self.src is not None and not self.src_paused:
             self.src_paused = True
             self.src.pause_reading()
-        self._ensure_pump()
+        if dst is not None:  # else the data waits until the upstream connection is up
+            self._ensure_pump()
 
     def feed_eof(self) -> None:
-        if not self.chain and not self.queue and not self.busy:
+        if self.dst is not None and not self.chain and not self.queue and not self.busy:
             self._deliver_eof()
             return
         self.queue.append((asyncio.get_running_loop().time(), None))
-        self._ensure_pump()
+        if self.dst is not None:
+            self._ensure_pump()
 
     def _ensure_pump(self) -> None:
         self.wake.set()
@@ -385,7 +387,7 @@ class _ClientSide(_Side):
         self.outgoing = self.link.downstream
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio's classes
         link = self.link
         link.client = transport
         link.upstream.src = link.downstream.dst = transport

@@ -24,12 +24,20 @@ from aichaos.proxy.backend import ProxyBackend, start_proxy_backend
 from aichaos.proxy.client import ToxiproxyClient
 from tests.integration.tcp import TcpServer, echo, recv_all, recv_exactly, send_and_close
 
-BACKENDS = ["builtin"] + (["toxiproxy-server"] if shutil.which("toxiproxy-server") else [])
+# the builtin server on uvloop (its default) and on asyncio's own loop (its fallback)
+BACKENDS = ["builtin", "builtin-asyncio"] + (["toxiproxy-server"] if shutil.which("toxiproxy-server") else [])
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def backend(request, tmp_path_factory) -> Iterator[ProxyBackend]:
-    b = start_proxy_backend(tmp_path_factory.mktemp("proxy"), kind=request.param)
+    kind = request.param
+    if kind == "builtin-asyncio":
+        os.environ["AICHAOS_PROXY_LOOP"] = "asyncio"  # read by the server process at start
+        kind = "builtin"
+    try:
+        b = start_proxy_backend(tmp_path_factory.mktemp("proxy"), kind=kind)
+    finally:
+        os.environ.pop("AICHAOS_PROXY_LOOP", None)
     yield b
     b.close()
 
