@@ -11,6 +11,8 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,10 +30,16 @@ class Job:
     payload: Any
     deadline: float
     enqueued: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
+    future: Future[Any] = field(default_factory=Future)
     abandoned: bool = False
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        if self.future.done():
+            return
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
 
 
 BatchFn = Callable[[Sequence[Any]], Sequence[Any]]
@@ -56,19 +64,24 @@ class Batcher:
     def depth(self) -> int:
         return self.queue.qsize()
 
-    def submit(self, payload: Any, timeout: float) -> Any:
-        """Run ``payload`` in a batch; raises QueueFull, DeadlineExceeded or the batch's error."""
+    def enqueue(self, payload: Any, timeout: float) -> Job:
+        """Queue ``payload``; its ``future`` resolves with the result or the batch's error.
+        Raises QueueFull at once when the queue is full. Set ``abandoned`` on a job nobody waits for."""
         job = Job(payload, deadline=time.monotonic() + timeout)
         try:
             self.queue.put_nowait(job)
         except queue.Full:
             raise QueueFull(f"queue full ({self.queue.maxsize} waiting)") from None
-        if not job.done.wait(timeout):
+        return job
+
+    def submit(self, payload: Any, timeout: float) -> Any:
+        """Run ``payload`` in a batch and wait; raises QueueFull, DeadlineExceeded or the batch's error."""
+        job = self.enqueue(payload, timeout)
+        try:
+            return job.future.result(timeout)
+        except FutureTimeout:
             job.abandoned = True
-            raise DeadlineExceeded(f"no answer within {timeout:g}s")
-        if job.error is not None:
-            raise job.error
-        return job.result
+            raise DeadlineExceeded(f"no answer within {timeout:g}s") from None
 
     def _collect(self, first: Job) -> list[Job]:
         batch = [first]
@@ -96,8 +109,7 @@ class Batcher:
             for job in batch:
                 if job.abandoned or job.deadline <= now:
                     self.expired += 1
-                    job.error = DeadlineExceeded("deadline passed while queued")
-                    job.done.set()
+                    job.finish(error=DeadlineExceeded("deadline passed while queued"))
                 else:
                     live.append(job)
             if not live:
@@ -107,15 +119,13 @@ class Batcher:
                 results = self.run_batch([j.payload for j in live])
             except BaseException as exc:  # the batch fails, every request in it learns why
                 for job in live:
-                    job.error = exc
-                    job.done.set()
+                    job.finish(error=exc)
                 continue
             elapsed = time.perf_counter() - started
             if self.on_batch is not None:
                 self.on_batch(len(live), elapsed)
             for job, result in zip(live, results, strict=True):
-                job.result = result
-                job.done.set()
+                job.finish(result)
 
     def stop(self) -> None:
         self._stopped = True

@@ -94,8 +94,8 @@ class Gateway:
             return None, None
         if not data:
             return {}, None
-        staleness = time.time() - float(data.get("updated_at", 0))
-        return data, staleness
+        features: dict[str, Any] = {str(k): v for k, v in data.items()}
+        return features, time.time() - float(features.get("updated_at", 0))
 
     def staleness(self) -> float:
         try:

@@ -23,6 +23,7 @@ DELETE clears every fault (and restores the version the server started with).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import random
@@ -34,8 +35,8 @@ from typing import Any
 
 import torch
 
+from sample_stack.aserve import Request, Response, json_response, serve_async, text_response
 from sample_stack.batcher import Batcher, DeadlineExceeded, QueueFull
-from sample_stack.httpserve import JsonHandler, Server, serve
 from sample_stack.model import LABELS, batch_tensor, build_model, parameter_count, tokenize
 from sample_stack.prom import BATCH_BUCKETS, LATENCY_BUCKETS, Registry
 
@@ -58,7 +59,6 @@ class Faults:
     def __init__(self, initial_version: str) -> None:
         self.lock = threading.Lock()
         self.initial_version = initial_version
-        self.clear_event = threading.Event()
         self.reset()
 
     def reset(self) -> None:
@@ -68,8 +68,6 @@ class Faults:
         self.hang = False
         self.memory_mb = 0
         self.oom_next_batch = False
-        self.clear_event.set()
-        self.clear_event = threading.Event()
 
     def to_json(self, version: str) -> dict[str, Any]:
         return {"slowdown": self.slowdown, "error_fraction": self.error_fraction, "error_status": self.error_status,
@@ -177,9 +175,6 @@ class ModelService:
                 faults.error_status = status
             if "hang" in body:
                 faults.hang = bool(body["hang"])
-                if not faults.hang:
-                    faults.clear_event.set()
-                    faults.clear_event = threading.Event()
             if "memory_mb" in body:
                 self._set_ballast(int(body["memory_mb"]))
             if "oom_next_batch" in body:
@@ -206,18 +201,25 @@ class ModelService:
             self.ballast = torch.ones(mb * 1024 * 1024, dtype=torch.uint8, device=self.device)
         self.faults.memory_mb = mb
 
-    def predict(self, text: str) -> tuple[int, dict[str, Any]]:
+    async def predict(self, text: str) -> tuple[int, dict[str, Any]]:
         faults = self.faults
         if faults.hang:
-            faults.clear_event.wait(self.deadline)
+            until = time.monotonic() + self.deadline
+            while faults.hang and time.monotonic() < until:
+                await asyncio.sleep(0.05)
             if faults.hang:
                 return 504, {"error": "hung (fault injected)"}
         if faults.error_fraction and random.random() < faults.error_fraction:
             return faults.error_status, {"error": "injected error"}
         try:
-            return 200, self.batcher.submit(tokenize(text), self.deadline)
+            job = self.batcher.enqueue(tokenize(text), self.deadline)
         except QueueFull as exc:
             return 503, {"error": str(exc)}
+        try:
+            return 200, await asyncio.wait_for(asyncio.wrap_future(job.future), self.deadline)
+        except TimeoutError:
+            job.abandoned = True
+            return 504, {"error": f"no answer within {self.deadline:g}s"}
         except DeadlineExceeded as exc:
             return 504, {"error": str(exc)}
         except OutOfMemory as exc:
@@ -226,80 +228,70 @@ class ModelService:
             log.exception("batch failed")
             return 500, {"error": f"inference failed: {exc}"}
 
+    # ------------------------------------------------------------ HTTP
+    def _authorized(self, request: Request) -> Response | None:
+        if not self.faults_enabled:
+            return json_response(404, {"error": "fault hooks are disabled (start with --enable-faults)"})
+        if request.headers.get("authorization") != f"Bearer {self.faults_token}":
+            return json_response(401, {"error": "missing or wrong bearer token"})
+        return None
 
-def make_handler(service: ModelService) -> type[JsonHandler]:
-    class Handler(JsonHandler):
-        def _authorized(self) -> bool:
-            if not service.faults_enabled:
-                self.send_json(404, {"error": "fault hooks are disabled (start with --enable-faults)"})
-                return False
-            if self.headers.get("Authorization") != f"Bearer {service.faults_token}":
-                self.send_json(401, {"error": "missing or wrong bearer token"})
-                return False
-            return True
-
-        def do_GET(self) -> None:
-            if self.path == "/health":
-                self.send_json(200, {"status": "alive"})
-            elif self.path == "/ready":
-                self.send_json(200 if service.ready else 503, {"ready": service.ready, "version": service.version})
-            elif self.path == "/metrics":
-                m = service.metrics
-                m.set("model_queue_depth", service.batcher.depth)
-                m.set("model_device_memory_bytes", service.device_memory(), device=service.device.type)
-                m.set("model_info", 1, version=service.version, device=service.device.type)
-                self.send_text(200, m.render())
-            elif self.path == "/admin/faults":
-                if self._authorized():
-                    self.send_json(200, service.faults.to_json(service.version))
-            else:
-                self.send_json(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
+    async def handle(self, request: Request) -> Response:
+        route = (request.method, request.path)
+        if route == ("POST", "/predict"):
+            started = time.perf_counter()
             try:
-                body = self.read_json()
+                body = request.json()
             except ValueError as exc:
-                self.send_json(400, {"error": f"bad JSON: {exc}"})
-                return
-            if self.path == "/predict":
-                started = time.perf_counter()
-                text = body.get("text") if isinstance(body, dict) else None
-                if not isinstance(text, str):
-                    status, payload = 400, {"error": "body must be {\"text\": string}"}
-                else:
-                    status, payload = service.predict(text)
-                self.send_json(status, payload)
-                service.metrics.inc("model_requests_total", status=str(status))
-                service.metrics.observe("model_request_seconds", time.perf_counter() - started, LATENCY_BUCKETS)
-            elif self.path == "/admin/faults":
-                if not self._authorized():
-                    return
-                if not isinstance(body, dict):
-                    self.send_json(400, {"error": "expected a JSON object"})
-                    return
-                try:
-                    service.set_faults(body)
-                except (ValueError, TypeError) as exc:
-                    self.send_json(400, {"error": str(exc)})
-                    return
-                except (RuntimeError, MemoryError) as exc:
-                    self.send_json(507, {"error": f"could not apply: {exc}"})
-                    return
-                log.info("faults set: %s", body)
-                self.send_json(200, service.faults.to_json(service.version))
+                return json_response(400, {"error": f"bad JSON: {exc}"})
+            text = body.get("text") if isinstance(body, dict) else None
+            if not isinstance(text, str):
+                status, payload = 400, {"error": "body must be {\"text\": string}"}
             else:
-                self.send_json(404, {"error": "not found"})
+                status, payload = await self.predict(text)
+            self.metrics.inc("model_requests_total", status=str(status))
+            self.metrics.observe("model_request_seconds", time.perf_counter() - started, LATENCY_BUCKETS)
+            return json_response(status, payload)
+        if route == ("GET", "/health"):
+            return json_response(200, {"status": "alive"})
+        if route == ("GET", "/ready"):
+            return json_response(200 if self.ready else 503, {"ready": self.ready, "version": self.version})
+        if route == ("GET", "/metrics"):
+            m = self.metrics
+            m.set("model_queue_depth", self.batcher.depth)
+            m.set("model_device_memory_bytes", self.device_memory(), device=self.device.type)
+            m.set("model_info", 1, version=self.version, device=self.device.type)
+            return text_response(200, m.render())
+        if request.path == "/admin/faults":
+            return self._admin(request)
+        return json_response(404, {"error": "not found"})
 
-        def do_DELETE(self) -> None:
-            if self.path != "/admin/faults":
-                self.send_json(404, {"error": "not found"})
-                return
-            if self._authorized():
-                service.clear_faults()
-                log.info("faults cleared")
-                self.send_json(200, service.faults.to_json(service.version))
-
-    return Handler
+    def _admin(self, request: Request) -> Response:
+        refused = self._authorized(request)
+        if refused is not None:
+            return refused
+        if request.method == "GET":
+            return json_response(200, self.faults.to_json(self.version))
+        if request.method == "DELETE":
+            self.clear_faults()
+            log.info("faults cleared")
+            return json_response(200, self.faults.to_json(self.version))
+        if request.method != "POST":
+            return json_response(404, {"error": "not found"})
+        try:
+            body = request.json()
+        except ValueError as exc:
+            return json_response(400, {"error": f"bad JSON: {exc}"})
+        if not isinstance(body, dict):
+            return json_response(400, {"error": "expected a JSON object"})
+        try:
+            self.set_faults(body)
+        except (ValueError, TypeError) as exc:
+            return json_response(400, {"error": str(exc)})
+        except (RuntimeError, MemoryError) as exc:
+            return json_response(507, {"error": f"could not apply: {exc}"})
+        log.info("faults set: %s", body)
+        return json_response(200, self.faults.to_json(self.version))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -326,9 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     service = ModelService(args)
-    server = Server((args.host, args.port), make_handler(service))
-    threading.Thread(target=service.warm_up, daemon=True).start()
-    serve(server, "model-server", on_stop=service.batcher.stop)
+    serve_async(args.host, args.port, service.handle, "model-server",
+                on_start=lambda: threading.Thread(target=service.warm_up, daemon=True).start(),
+                on_stop=service.batcher.stop)
 
 
 if __name__ == "__main__":
