@@ -138,7 +138,11 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
         analyse(journal, experiment)
     journal.finish()
     journal.write()
-    state.remove()
+    if options.keep_stack and holder.get("runtime") is not None:
+        state.kept = True  # `aichaos cleanup --run ID` stops the kept stack later
+        state.save()
+    else:
+        state.remove()
     return journal
 
 
@@ -244,7 +248,9 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
                                       hint=f"see {runtime.logs.get(name)}")
         if experiment is not None and experiment.stop_when and now >= next_check:
             next_check = now + 0.5
-            fired = _stop_condition(experiment, store.snapshot(), int(now) - 1)
+            longest = max(max(1, round(t.for_)) for c in experiment.stop_when for t in c.conditions().values())
+            end = int(now) - 1  # the last complete second
+            fired = _stop_condition(experiment, store.snapshot(end - longest, end), end)
             if fired:
                 journal.stop = fired
                 journal.event("stop_condition", "", fired, now)

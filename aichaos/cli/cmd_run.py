@@ -41,8 +41,9 @@ def run(
             term.error(str(problem))
         raise typer.Exit(ExitCode.INVALID) from None
     for stale in stale_runs(runs_dir):
-        term.warning(f"run {stale.run_id} ended without cleaning up ({stale.path}); "
-                     f"run `aichaos cleanup --runs-dir {runs_dir}`")
+        why = "left its stack running (--keep-stack)" if stale.kept else "ended without cleaning up"
+        term.warning(f"run {stale.run_id} {why} ({stale.path}); "
+                     f"`aichaos cleanup --runs-dir {runs_dir} --run {stale.run_id}` stops it")
     options = RunOptions(runs_dir=runs_dir, run_dir=run_dir, toxiproxy_url=toxiproxy_url,
                          keep_stack=keep_stack, runtime=runtime, seed=seed)
     journal = run_experiment(loaded, options, report=term.info)

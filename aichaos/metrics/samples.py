@@ -66,9 +66,14 @@ class SampleStore:
             else:
                 mine.add(bucket)
 
-    def snapshot(self) -> dict[int, Bucket]:
+    def snapshot(self, start: int | None = None, end: int | None = None) -> dict[int, Bucket]:
+        """Copies of the buckets, all of them or those of seconds [start, end)."""
         with self._lock:
-            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist)) for s, b in self._buckets.items()}
+            if start is None or end is None:
+                items = list(self._buckets.items())
+            else:
+                items = [(s, self._buckets[s]) for s in range(start, end) if s in self._buckets]
+            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist)) for s, b in items}
 
     @property
     def total(self) -> int:

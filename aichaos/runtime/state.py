@@ -21,6 +21,7 @@ class RunState:
     services: dict[str, int] = field(default_factory=dict)  # name -> pid (process group leader)
     proxies: list[str] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)  # undo records of applied faults
+    kept: bool = False  # the run ended with --keep-stack: its stack is left running on purpose
 
     def save(self) -> None:
         data = asdict(self)

@@ -214,3 +214,24 @@ def test_sample_stack_model_latency_spike(tmp_path):
     assert phases["fault"]["error_rate"] == 0
     assert j["fault_results"][0]["time_to_recover_s"] is not None
     assert_nothing_left(j)
+
+
+def test_keep_stack_leaves_it_running_until_cleanup(tmp_path):
+    runs = tmp_path / "runs"
+    run_dir = runs / "kept"
+    result = run(["run", str(PLAIN), "--run-dir", str(run_dir), "--keep-stack", "--set", "phases.0.duration=3s",
+                  "--set", "phases.1.duration=2s", "--set", "phases.2.duration=2s"])
+    assert result.returncode in (0, 1), result.stderr
+    j = journal(run_dir)
+    pids = started_pids(j)
+    try:
+        assert pids and all(process_alive(p) for p in pids)
+        assert all(f["reverted_at"] for f in j["faults"])  # faults are reverted even when the stack stays
+        result = run(["cleanup", "--runs-dir", str(runs), "--run", j["run_id"]])
+        assert result.returncode == 0, result.stderr
+        time.sleep(0.3)
+        assert [p for p in pids if process_alive(p)] == []
+    finally:
+        for pid in pids:
+            if process_alive(pid):
+                os.killpg(pid, signal.SIGKILL)
