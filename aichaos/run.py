@@ -10,14 +10,11 @@ import logging
 import os
 import platform
 import secrets
-import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from aichaos import __version__
@@ -28,12 +25,14 @@ from aichaos.errors import (
     FaultRevertError,
     Interrupted,
     LoadError,
+    ProxyError,
     StackStartError,
     UsageError,
 )
 from aichaos.experiment.loader import LoadedExperiment
 from aichaos.experiment.model import NETWORK_FAULTS, Experiment
 from aichaos.faults.base import AppliedFault
+from aichaos.interrupts import SignalGate, signals_raise
 from aichaos.metrics.analysis import metrics_of
 from aichaos.metrics.samples import Bucket, SampleStore
 from aichaos.report.journal import Journal, PhaseRecord, analyse
@@ -52,34 +51,6 @@ class RunOptions:
     keep_stack: bool = False
     runtime: str | None = None  # overrides the experiment's runtime
     seed: int | None = None
-
-
-@dataclass
-class _Signals:
-    """SIGINT/SIGTERM become ``Interrupted`` in the main thread; during teardown they are only noted."""
-
-    received: list[str] = field(default_factory=list)
-    raising: bool = True
-
-    def handler(self, signum: int, frame: FrameType | None) -> None:
-        name = signal.Signals(signum).name
-        self.received.append(name)
-        if self.raising:
-            self.raising = False  # the next one must not interrupt the reverts
-            raise Interrupted(name)
-        log.warning("%s received again: skipping graceful waits, still reverting faults", name)
-
-
-@contextmanager
-def _signals_raise(sig: _Signals) -> Iterator[None]:
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, sig.handler)
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
 
 
 def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path]:
@@ -104,12 +75,11 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
     run_id, run_dir = _new_run_dir(options, experiment)
     journal = Journal.start(run_id, run_dir, loaded)
     state = RunState(run_dir / "state.json", run_id)
-    sig = _Signals()
     store = SampleStore()
     applied: list[AppliedFault] = []
     holder: dict[str, Any] = {}  # what got started, for teardown
     report(f"run {run_id}: {experiment.name} (run directory {run_dir})")
-    with _signals_raise(sig):
+    with signals_raise() as sig:
         try:
             runtime_name = _pick_runtime(options.runtime or experiment.runtime, report)
             journal.environment.update({
@@ -198,13 +168,13 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     journal.t0 = t0
     report(f"load: {experiment.load.users} users against {experiment.load.target}; baseline starts in "
            f"{t0 - time.time():.1f}s")
-    _sleep_until(t0, store, journal, load, runtime, loaded)
+    _sleep_until(t0, store, journal, load, runtime, backend, loaded)
 
     phase_start = t0
     for phase in experiment.phases:
         record = PhaseRecord(phase.name, phase_start, phase_start + phase.duration)
         journal.phases.append(record)
-        _sleep_until(phase_start, store, journal, load, runtime, loaded)
+        _sleep_until(phase_start, store, journal, load, runtime, backend, loaded)
         for i, fault in enumerate(phase.faults):
             if isinstance(fault, NETWORK_FAULTS):
                 fault_record = apply_network_fault(fault, phase.name, i, client)
@@ -217,7 +187,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
             report(f"[{phase.name}] applied {fault_record.description}")
         if not phase.faults:
             report(f"[{phase.name}] {phase.duration:g}s")
-        stopped = _sleep_until(record.end, store, journal, load, runtime, loaded, experiment)
+        stopped = _sleep_until(record.end, store, journal, load, runtime, backend, loaded, experiment)
         for fault_record in [f for f in applied if f.phase == phase.name and not f.reverted]:
             _revert(fault_record, journal, report)
         state.faults = [f.undo_record for f in applied if not f.reverted]
@@ -229,7 +199,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     journal.status = "aborted" if journal.stop else "completed"
 
 
-def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: Any, runtime: Any,
+def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: Any, runtime: Any, backend: Any,
                  loaded: LoadedExperiment, experiment: Experiment | None = None) -> bool:
     """Sleep until ``deadline`` while watching the load process, the stack and stop conditions.
 
@@ -242,6 +212,9 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
             return False
         if not load.alive():
             raise LoadError(f"the load process died (see {load.log_path})")
+        if backend.process is not None and backend.process.poll() is not None:
+            raise ProxyError(f"the fault proxy ({backend.kind}, pid {backend.pid}) died during the run",
+                             hint=f"see {journal.run_dir / 'logs' / 'proxy.log'}")
         for name in loaded.stack.services:
             if not runtime.is_alive(name):
                 raise StackStartError(f"service {name!r} {runtime.exit_reason(name)} during the run",
@@ -289,7 +262,7 @@ def _revert(fault: AppliedFault, journal: Journal, report: Reporter) -> None:
 
 
 def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], holder: dict[str, Any],
-              options: RunOptions, report: Reporter, sig: _Signals) -> None:
+              options: RunOptions, report: Reporter, sig: SignalGate) -> None:
     sig.raising = False  # from here on, signals are noted, never raised
     load, runtime, backend = holder.get("load"), holder.get("runtime"), holder.get("backend")
     for fault in applied:
@@ -297,7 +270,7 @@ def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], ho
             _revert(fault, journal, report)
     journal.faults = [f.to_json() for f in applied]
     if load is not None:
-        load.stop(timeout=2.0 if len(sig.received) > 1 else 15.0)
+        load.stop(timeout=2.0 if sig.hurried else 15.0)
         journal.load_totals = {"locust_total": load.locust_total, "collected_total": load.collected_total}
     leftovers: list[str] = []
     handle = holder.get("handle")

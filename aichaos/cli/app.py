@@ -65,9 +65,16 @@ def _register() -> None:
 _register()
 
 
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # until a run installs its own handlers: exit 130, not a silent death
+
+
 def main() -> None:
+    import signal
+
     from aichaos.errors import AichaosError, ExitCode
 
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     try:
         app(standalone_mode=True)
     except AichaosError as exc:  # commands translate their own; this is the last net

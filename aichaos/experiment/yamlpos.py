@@ -85,6 +85,10 @@ def parse_yaml(text: str, file: str) -> Located:
         line = mark.line + 1 if mark else None
         what = exc.problem or str(exc)
         raise ExperimentError([Problem(file, line, "", f"invalid YAML: {what}")]) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. NUL: it has a position, no mark
+        line = text.count("\n", 0, exc.position) + 1
+        raise ExperimentError([Problem(file, line, "", f"invalid YAML: character {exc.character!r} is not "
+                                       "allowed in YAML")]) from exc
     except yaml.YAMLError as exc:
         raise ExperimentError([Problem(file, None, "", f"invalid YAML: {exc}")]) from exc
     except (ValueError, RecursionError) as exc:  # e.g. NUL bytes in the stream, absurd nesting

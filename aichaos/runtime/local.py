@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aichaos.errors import StackStartError
 from aichaos.experiment.stack import Service
+from aichaos.interrupts import deferred
 from aichaos.runtime.base import RunningService
 from aichaos.runtime.readiness import wait_ready
 
@@ -90,7 +91,7 @@ class LocalRuntime:
         child_env["PYTHONPATH"] = pythonpath
         child_env.update({k: substitute(v, port) for k, v in service.env.items()})
         child_env.update(env)
-        with open(log_path, "ab") as out:
+        with open(log_path, "ab") as out, deferred():
             out.write(f"# aichaos: starting {name}: {' '.join(argv)}\n".encode())
             out.flush()
             try:
@@ -100,9 +101,10 @@ class LocalRuntime:
             except OSError as exc:
                 raise StackStartError(f"service {name!r} could not start: {argv[0]}: {exc.strerror or exc}",
                                       hint=f"check services.{name}.command in the stack file") from exc
-        self.processes[name] = process
-        self.services[name] = service
-        self.logs[name] = log_path
+            # recorded before a SIGINT can interrupt us, so teardown always knows about it
+            self.processes[name] = process
+            self.services[name] = service
+            self.logs[name] = log_path
         return RunningService(name=name, host="127.0.0.1", port=port, pid=process.pid, log_path=log_path)
 
     def _exit_reason(self, name: str) -> str | None:
