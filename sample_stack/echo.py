@@ -17,7 +17,22 @@ from urllib.parse import parse_qs, urlsplit
 from sample_stack.httpserve import JsonHandler, Server, serve
 
 
-class Backend(JsonHandler):
+class _PostLikeGet(JsonHandler):
+    """POST takes a JSON body (checked, then ignored) and answers like GET."""
+
+    def do_GET(self) -> None:
+        self.send_json(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        try:
+            self.read_json()
+        except ValueError:
+            self.send_json(400, {"error": "bad json"})
+            return
+        self.do_GET()
+
+
+class Backend(_PostLikeGet):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         if url.path == "/health":
@@ -30,14 +45,6 @@ class Backend(JsonHandler):
         if ms > 0:
             time.sleep(ms / 1000)
         self.send_json(200, {"ok": True, "slept_ms": ms})
-
-    def do_POST(self) -> None:
-        try:
-            self.read_json()
-        except ValueError:
-            self.send_json(400, {"error": "bad json"})
-            return
-        self.do_GET()
 
 
 _local = threading.local()
@@ -53,14 +60,14 @@ def _backend() -> http.client.HTTPConnection:
     return conn
 
 
-class Frontend(JsonHandler):
+class Frontend(_PostLikeGet):
     def do_GET(self) -> None:
         if self.path == "/health":
             self.send_json(200, {"ok": True})
             return
         conn = _backend()
         try:
-            conn.request("GET", self.path.replace("/", "/", 1))
+            conn.request("GET", self.path)
             response = conn.getresponse()
             body = response.read()
             self.send_json(response.status, {"backend": body.decode(errors="replace")})
@@ -68,14 +75,6 @@ class Frontend(JsonHandler):
             conn.close()
             _local.conn = None
             self.send_json(502, {"error": f"backend failed: {exc}"})
-
-    def do_POST(self) -> None:
-        try:
-            self.read_json()
-        except ValueError:
-            self.send_json(400, {"error": "bad json"})
-            return
-        self.do_GET()
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ from typing import IO, Any
 from aichaos.errors import LoadError
 from aichaos.experiment.model import Load
 from aichaos.metrics.samples import Bucket, SampleStore
+from aichaos.runtime.logs import tail
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class LoadGenerator:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise LoadError(f"the load process did not start ({self.error or 'no ready signal'})\n"
-                                f"{_tail(self.log_path)}", hint=f"see {self.log_path}")
+                                f"{tail(self.log_path)}", hint=f"see {self.log_path}")
 
     def _read(self) -> None:
         assert self.process is not None and self.process.stdout is not None
@@ -125,11 +126,3 @@ class LoadGenerator:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait(5)
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return "\n".join(f"  | {line}" for line in text)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from aichaos.errors import ProxyError
 from aichaos.proxy.client import ToxiproxyClient
+from aichaos.runtime.logs import tail
 from aichaos.runtime.ports import free_port
 
 log = logging.getLogger(__name__)
@@ -67,17 +68,9 @@ def _wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: P
         except ProxyError as exc:
             last = exc
             time.sleep(0.05)
-    tail = _tail(log_path)
-    raise ProxyError(f"the fault proxy at {url} did not come up within {timeout:g}s ({last})\n{tail}",
+    raise ProxyError(f"the fault proxy at {url} did not come up within {timeout:g}s ({last})\n{tail(log_path)}",
                      hint=f"see {log_path}")
 
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    return "\n".join(f"  | {line}" for line in text)
 
 
 def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 20.0,

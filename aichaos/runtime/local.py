@@ -18,21 +18,11 @@ from aichaos.errors import StackStartError
 from aichaos.experiment.stack import Service
 from aichaos.interrupts import deferred
 from aichaos.runtime.base import RunningService
+from aichaos.runtime.logs import tail
 from aichaos.runtime.readiness import wait_ready
 
 log = logging.getLogger(__name__)
 
-
-def tail(path: Path | None, lines: int = 20) -> str:
-    if path is None:
-        return ""
-    try:
-        text = path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return ""
-    if not text:
-        return f"  (its log {path} is empty)"
-    return f"last lines of {path}:\n" + "\n".join(f"  | {line}" for line in text)
 
 
 def substitute(value: str, port: int) -> str:
