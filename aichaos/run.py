@@ -56,7 +56,11 @@ class RunOptions:
 def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path]:
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     run_dir = options.run_dir or (options.runs_dir / f"{run_id}-{experiment.name}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EnvironmentFailure(f"cannot create the run directory {run_dir}: {exc.strerror or exc}",
+                                 hint="choose another place with --runs-dir or --run-dir") from exc
     return run_id, run_dir
 
 
