@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -51,9 +51,6 @@ def test_a_vanishing_proxy_ends_the_run_with_exit_3(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: _state(run_dir).get("faults"))
     state = _state(run_dir)
-    Path(f"/proc/{state['proxy_pid']}").exists()
-    import os
-
     os.kill(state["proxy_pid"], signal.SIGKILL)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 3, err
@@ -64,3 +61,24 @@ def test_a_vanishing_proxy_ends_the_run_with_exit_3(tmp_path):
     time.sleep(0.2)
     assert [p for p in _state_pids(state) if process_alive(p)] == []
     assert json.loads((run_dir / "journal.json").read_text())["verdict"] == "error"
+
+
+def test_interrupt_with_an_external_proxy_leaves_no_proxies_or_toxics(tmp_path):
+    """With a Toxiproxy the user runs (here the builtin one, started outside aichaos), an
+    interrupted run removes its toxics and its proxies from that server."""
+    import requests
+
+    from aichaos.proxy.server import BackgroundProxyServer
+
+    with BackgroundProxyServer() as external:
+        run_dir = tmp_path / "run"
+        proc = subprocess.Popen([*AICHAOS, "run", str(SHORT), "--run-dir", str(run_dir),
+                                 "--toxiproxy-url", external.url], cwd=ROOT, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        _wait_for(lambda: _state(run_dir).get("faults"))
+        assert requests.get(external.url + "/proxies", timeout=5).json()  # the run's proxies are there
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert requests.get(external.url + "/proxies", timeout=5).json() == {}
+        assert journal(run_dir)["environment"]["proxy"]["kind"] == "url"
