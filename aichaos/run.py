@@ -12,6 +12,7 @@ import platform
 import secrets
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,10 +102,12 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
             journal.exit_code = exc.exit_code
             journal.errors.append(str(exc))
         except Exception as exc:  # a bug: still revert and tear down, and say so plainly
-            log.exception("unexpected failure")
+            trace = run_dir / "internal-error.txt"
+            trace.write_text(traceback.format_exc())
+            log.debug("unexpected failure", exc_info=True)
             journal.status = "error"
             journal.exit_code = ExitCode.ENVIRONMENT
-            journal.errors.append(f"internal error: {exc!r} (see {run_dir / 'aichaos.log'})")
+            journal.errors.append(f"internal error: {exc!r} (a bug in aichaos; the traceback is in {trace})")
         finally:
             _teardown(journal, state, applied, holder, options, report, sig)
     journal.samples = store.snapshot()
