@@ -235,3 +235,22 @@ def test_keep_stack_leaves_it_running_until_cleanup(tmp_path):
         for pid in pids:
             if process_alive(pid):
                 os.killpg(pid, signal.SIGKILL)
+
+
+def test_down_fault_shows_as_errors_and_recovers(tmp_path):
+    """`down` on frontend->backend: the frontend answers 502 while the edge is down, and only then."""
+    run_dir = tmp_path / "run"
+    result = run(["run", str(PLAIN), "--run-dir", str(run_dir),
+                  "--set", "phases.1.faults=[{type: down, edge: frontend->backend}]",
+                  "--set", "phases.0.duration=4s", "--set", "phases.1.duration=4s", "--set", "phases.2.duration=6s"])
+    assert result.returncode == 0, result.stderr + result.stdout
+    j = journal(run_dir)
+    phases = {p["name"]: p["metrics"] for p in j["phases"]}
+    assert phases["baseline"]["error_rate"] == 0
+    assert phases["fault"]["error_rate"] > 0.9
+    assert set(phases["fault"]["errors"]) == {"5xx"}  # the frontend's 502s
+    assert phases["recovery"]["error_rate"] < 0.01
+    [fault] = j["fault_results"]
+    assert fault["time_to_detect_s"] is not None and fault["time_to_detect_s"] <= 2
+    assert fault["time_to_recover_s"] is not None and fault["time_to_recover_s"] <= 2
+    assert_nothing_left(j)
