@@ -288,7 +288,7 @@ def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], ho
             except AichaosError as exc:
                 leftovers.append(f"proxy {info.name} for {edge} ({exc.message})")
     if runtime is not None and not options.keep_stack:
-        leftovers += runtime.teardown()
+        leftovers += runtime.teardown(hurry=sig.hurried)
     elif runtime is not None:
         report("--keep-stack: leaving the stack running; stop it with `aichaos cleanup --run "
                f"{journal.run_id}`")

@@ -35,7 +35,7 @@ class Runtime(Protocol):
 
     def kill_service(self, name: str) -> None: ...
 
-    def teardown(self) -> list[str]:
+    def teardown(self, hurry: bool = False) -> list[str]:
         """Stop everything started; returns what could not be stopped (empty when all went well)."""
         ...
 

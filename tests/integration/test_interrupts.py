@@ -82,3 +82,21 @@ def test_interrupt_with_an_external_proxy_leaves_no_proxies_or_toxics(tmp_path):
         assert proc.returncode == 130, err
         assert requests.get(external.url + "/proxies", timeout=5).json() == {}
         assert journal(run_dir)["environment"]["proxy"]["kind"] == "url"
+
+
+def test_second_ctrl_c_hurries_but_still_reverts(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*AICHAOS, "run", str(SHORT), "--run-dir", str(run_dir)], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: _state(run_dir).get("faults"))
+    pids = _state_pids(_state(run_dir))
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    j = journal(run_dir)
+    assert j["status"] == "interrupted"
+    assert j["faults"] and all(f["reverted_at"] is not None for f in j["faults"])
+    time.sleep(0.2)
+    assert [p for p in pids if process_alive(p)] == []
