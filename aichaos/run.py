@@ -110,16 +110,17 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
             journal.errors.append(f"internal error: {exc!r} (a bug in aichaos; the traceback is in {trace})")
         finally:
             _teardown(journal, state, applied, holder, options, report, sig)
-    journal.samples = store.snapshot()
-    if journal.t0 is not None:
-        analyse(journal, experiment)
-    journal.finish()
-    journal.write()
-    if options.keep_stack and holder.get("runtime") is not None:
-        state.kept = True  # `aichaos cleanup --run ID` stops the kept stack later
-        state.save()
-    else:
-        state.remove()
+        # still inside the gate: a signal from here on is noted, and the journal is written anyway
+        journal.samples = store.snapshot()
+        if journal.t0 is not None:
+            analyse(journal, experiment)
+        journal.finish()
+        journal.write()
+        if options.keep_stack and holder.get("runtime") is not None:
+            state.kept = True  # `aichaos cleanup --run ID` stops the kept stack later
+            state.save()
+        else:
+            state.remove()
     return journal
 
 

@@ -17,7 +17,8 @@ from tests.integration.test_run import AICHAOS, _state, _state_pids, _wait_for, 
 SHORT = ROOT / "tests" / "experiments" / "plain-short.yaml"
 RNG = random.Random(20261123)
 # 20 moments across setup (stack starting), baseline, fault and recovery: the run's state file
-# appears as setup begins, and the phases end about 8 s later
+# appears as setup begins, and the phases end 9.5 s later or more (setup, then 8 s of phases), so
+# every moment falls inside the run
 MOMENTS = [(RNG.choice([signal.SIGINT, signal.SIGTERM]), round(RNG.uniform(0.0, 7.5), 2)) for _ in range(20)]
 
 
