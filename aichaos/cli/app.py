@@ -84,3 +84,8 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(ExitCode.INTERRUPTED)
+    finally:
+        # the work is done: a signal now must not raise inside interpreter shutdown (finalizers
+        # would print "Exception ignored ... Traceback")
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
