@@ -13,6 +13,7 @@ from typing import IO, Any
 
 from aichaos.errors import LoadError
 from aichaos.experiment.model import Load
+from aichaos.interrupts import deferred
 from aichaos.metrics.samples import Bucket, SampleStore
 from aichaos.runtime.logs import tail
 
@@ -56,12 +57,13 @@ class LoadGenerator:
     def start(self, timeout: float = 60.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        try:
-            self.process = subprocess.Popen([sys.executable, "-m", "aichaos.load.locust_process"],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                            start_new_session=True)
-        except OSError as exc:
-            raise LoadError(f"cannot start the load process: {exc}") from exc
+        with deferred():  # an interrupt waits until the process is recorded, so stop() can reach it
+            try:
+                self.process = subprocess.Popen([sys.executable, "-m", "aichaos.load.locust_process"],
+                                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                                start_new_session=True)
+            except OSError as exc:
+                raise LoadError(f"cannot start the load process: {exc}") from exc
         assert self.process.stdin is not None
         self.process.stdin.write(json.dumps(self.spec).encode() + b"\n")
         self.process.stdin.flush()

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aichaos.errors import ProxyError
+from aichaos.interrupts import deferred
 from aichaos.proxy.client import ToxiproxyClient
 from aichaos.runtime.logs import tail
 from aichaos.runtime.ports import free_port
@@ -94,17 +95,18 @@ def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 
     else:
         kind = "builtin"
         argv = [sys.executable, "-m", "aichaos", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "ab") as out:
-        try:
-            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                       start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
-        except OSError as exc:
-            raise ProxyError(f"cannot start the fault proxy ({argv[0]}): {exc}") from exc
     backend_url = f"http://127.0.0.1:{port}"
+    process: subprocess.Popen[bytes] | None = None
     try:
+        with open(log_path, "ab") as out, deferred():  # an interrupt waits until the pid is held
+            try:
+                process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
+            except OSError as exc:
+                raise ProxyError(f"cannot start the fault proxy ({argv[0]}): {exc}") from exc
         version = _wait_for_api(backend_url, process, log_path, timeout)
-    except ProxyError:
-        backend = ProxyBackend(kind, backend_url, process=process)
-        backend.close()
+    except BaseException:  # not up, or interrupted while coming up: it must not outlive us
+        if process is not None:
+            ProxyBackend(kind, backend_url, process=process).close()
         raise
     return ProxyBackend(kind, backend_url, version, process)

@@ -12,7 +12,15 @@ import time
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.test_run import AICHAOS, _state, _state_pids, _wait_for, journal, process_alive
+from tests.integration.test_run import (
+    AICHAOS,
+    _state,
+    _state_pids,
+    _wait_for,
+    journal,
+    process_alive,
+    processes_holding,
+)
 
 SHORT = ROOT / "tests" / "experiments" / "plain-short.yaml"
 RNG = random.Random(20261123)
@@ -42,6 +50,7 @@ def test_interrupt_at_a_random_moment_leaves_nothing(tmp_path, sig, delay):
     seen.update(s["pid"] for s in j["services"].values())
     time.sleep(0.2)
     assert [p for p in seen if process_alive(p)] == []  # services, load and proxy processes all gone
+    assert processes_holding(run_dir) == []  # nor any the run had not yet recorded
     assert not (run_dir / "state.json").exists()
 
 

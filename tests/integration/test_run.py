@@ -29,6 +29,24 @@ def process_alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def processes_holding(folder: Path) -> list[str]:
+    """Processes with a file under ``folder`` open (every service, proxy and load process of a run
+    writes its log there): any left after a run are leftovers, even ones the run never recorded."""
+    found = []
+    prefix = str(folder.resolve())
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(t.startswith(prefix) for t in targets) and process_alive(int(proc.name)):
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            found.append(f"{proc.name}: {cmdline[:120]}")
+    return found
+
+
 def run(args: list[str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(AICHAOS + args, capture_output=True, text=True, timeout=timeout, cwd=ROOT)
 
@@ -47,6 +65,7 @@ def assert_nothing_left(j: dict, extra: list[int] = ()) -> None:
         assert fault["reverted_at"] is not None and fault["revert_error"] is None, fault
     alive = [pid for pid in [*started_pids(j), *extra] if process_alive(pid)]
     assert alive == [], f"processes left running: {alive}"
+    assert processes_holding(Path(j["run_dir"])) == []
 
 
 def test_latency_fault_is_measured_and_recovered(tmp_path):
