@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -17,6 +18,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration like 30s, 2m or 500ms, got a boolean")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("a duration must be a finite number of seconds")
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return float(value)
@@ -26,9 +29,11 @@ def parse_duration(value: object) -> float:
     if not text:
         raise ValueError("expected a duration like 30s, 2m or 500ms, got an empty string")
     try:
-        return float(text)
+        number = float(text)
     except ValueError:
         pass
+    else:
+        return parse_duration(number)  # "inf", "nan", "-5" get the same checks as numbers
     pos, total = 0, 0.0
     for match in _PART.finditer(text):
         if match.start() != pos:

@@ -20,4 +20,4 @@ Duration = Annotated[
 class Strict(BaseModel):
     """Base of every file model: unknown keys are errors, never silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False)

@@ -11,7 +11,8 @@ def test_parses(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "30x", "s30", "-5s", -1, True, None, [1], "1m 30x"])
+@pytest.mark.parametrize("bad", ["", "abc", "30x", "s30", "-5s", -1, True, None, [1], "1m 30x",
+                                 float("inf"), float("nan"), "inf", "nan", "-3"])
 def test_rejects(bad):
     with pytest.raises(ValueError):
         parse_duration(bad)
