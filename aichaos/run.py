@@ -28,10 +28,9 @@ from aichaos.errors import (
     LoadError,
     ProxyError,
     StackStartError,
-    UsageError,
 )
 from aichaos.experiment.loader import LoadedExperiment
-from aichaos.experiment.model import NETWORK_FAULTS, Experiment
+from aichaos.experiment.model import Experiment
 from aichaos.faults.base import AppliedFault
 from aichaos.interrupts import SignalGate, signals_raise
 from aichaos.metrics.analysis import metrics_of
@@ -184,10 +183,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         journal.phases.append(record)
         _sleep_until(phase_start, store, journal, load, runtime, backend, loaded)
         for i, fault in enumerate(phase.faults):
-            if isinstance(fault, NETWORK_FAULTS):
-                fault_record = apply_network_fault(fault, phase.name, i, client)
-            else:  # pragma: no cover - the model admits only network faults so far
-                raise UsageError(f"fault type {fault.type} is not supported")
+            fault_record = apply_network_fault(fault, phase.name, i, client)  # every fault type is a network one so far
             applied.append(fault_record)
             state.faults = [f.undo_record for f in applied if not f.reverted]
             state.save()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -52,7 +53,7 @@ class StackHandle:
 
 
 def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: StackHandle,
-             on_started: object = None) -> StackHandle:
+             on_started: Callable[[], None] | None = None) -> StackHandle:
     """Allocate ports, put a proxy on every edge, start services in dependency order, wait for each.
 
     ``handle`` is filled as things start, so the caller can tear down whatever got started even
@@ -70,7 +71,7 @@ def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: Sta
             env[edge.env] = address if edge.scheme == "tcp" else f"{edge.scheme}://{address}"
         running = runtime.start_service(name, service, ports[name], env)
         handle.services[name] = running
-        if callable(on_started):
+        if on_started is not None:
             on_started()
         runtime.wait_ready(running, service)
         log.info("service %s ready on port %d after %.1fs", name, running.port, running.ready_after_s)

@@ -17,16 +17,6 @@ from aichaos.runtime.state import RunState
 log = logging.getLogger(__name__)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stale_runs(runs_dir: Path) -> list[RunState]:
     """Runs whose state file is still there but whose aichaos process is gone."""
     out: list[RunState] = []
@@ -37,7 +27,7 @@ def stale_runs(runs_dir: Path) -> list[RunState]:
             state = RunState.read(path)
         except (OSError, ValueError, TypeError):
             continue
-        if not pid_alive(state.owner_pid):
+        if not state.is_ours(state.owner_pid):
             out.append(state)
     return out
 
@@ -74,10 +64,12 @@ def clean_run(state: RunState) -> list[str]:
                 done.append(f"deleted proxy {name}")
             except AichaosError as exc:
                 done.append(f"could not delete proxy {name}: {exc.message}")
-    pids = {"load": state.load_pid, "proxy": state.proxy_pid}
-    pids.update({f"service {n}": p for n, p in state.services.items()})
-    for what, pid in pids.items():
-        if pid and _kill_group(pid):
+    for what, pid in state.pids().items():
+        if what == "aichaos":
+            continue
+        if not state.is_ours(pid):
+            continue  # gone already, or the pid now belongs to another process: never touch it
+        if _kill_group(pid):
             done.append(f"killed {what} (process group {pid})")
     state.remove()
     return done

@@ -97,7 +97,10 @@ class LocalRuntime:
             self.logs[name] = log_path
         return RunningService(name=name, host="127.0.0.1", port=port, pid=process.pid, log_path=log_path)
 
-    def _exit_reason(self, name: str) -> str | None:
+    def exit_reason(self, name: str) -> str | None:
+        """None while ``name`` runs, else why it is gone ("exited with code 1", …)."""
+        if name not in self.processes:
+            return "was never started"
         code = self.processes[name].poll()
         if code is None:
             return None
@@ -108,15 +111,13 @@ class LocalRuntime:
     def wait_ready(self, running: RunningService, service: Service) -> None:
         name = running.name
         running.ready_after_s = wait_ready(name, running.host, running.port, service.ready,
-                                           alive=lambda: self._exit_reason(name),
+                                           alive=lambda: self.exit_reason(name),
                                            logs=lambda: tail(self.logs.get(name)))
 
     def is_alive(self, name: str) -> bool:
         process = self.processes.get(name)
         return process is not None and process.poll() is None
 
-    def exit_reason(self, name: str) -> str | None:
-        return self._exit_reason(name) if name in self.processes else "was never started"
 
     def kill_service(self, name: str) -> None:
         process = self.processes[name]

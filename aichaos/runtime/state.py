@@ -10,6 +10,17 @@ from pathlib import Path
 from typing import Any
 
 
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22), or None when
+    it is gone. With the pid it identifies a process for good: a recycled pid starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()  # fields from the 3rd on; the name may hold spaces
+    return int(fields[19]) if fields[0] != "Z" else None
+
+
 @dataclass
 class RunState:
     path: Path
@@ -22,8 +33,23 @@ class RunState:
     proxies: list[str] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)  # undo records of applied faults
     kept: bool = False  # the run ended with --keep-stack: its stack is left running on purpose
+    starts: dict[str, int] = field(default_factory=dict)  # pid -> start time, to tell a recycled pid
+
+    def pids(self) -> dict[str, int]:
+        """What the run started (and the run itself), by a label for messages."""
+        out = {"aichaos": self.owner_pid, "load": self.load_pid, "proxy": self.proxy_pid}
+        out.update({f"service {n}": p for n, p in self.services.items()})
+        return {k: v for k, v in out.items() if v}
+
+    def is_ours(self, pid: int) -> bool:
+        """Is ``pid`` still the very process this run recorded?"""
+        recorded = self.starts.get(str(pid))
+        return recorded is not None and process_start(pid) == recorded
 
     def save(self) -> None:
+        for pid in self.pids().values():
+            if str(pid) not in self.starts and (start := process_start(pid)) is not None:
+                self.starts[str(pid)] = start
         data = asdict(self)
         data["path"] = str(self.path)
         tmp = self.path.with_suffix(".tmp")
