@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from sample_stack.aserve import Request, Response, json_response, serve_async, text_response
-from sample_stack.batcher import Batcher, DeadlineExceeded, QueueFull
+from sample_stack.batcher import Batcher, DeadlineExceeded, Job, QueueFull, finish_each
 from sample_stack.model import LABELS, batch_tensor, build_model, parameter_count, tokenize
 from sample_stack.prom import BATCH_BUCKETS, LATENCY_BUCKETS, Registry
 
@@ -96,7 +96,8 @@ class ModelService:
         self.ballast: torch.Tensor | None = None
         self.deadline = args.deadline_ms / 1000
         self.batcher = Batcher(self._run_batch, max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
-                               max_queue=args.max_queue, on_batch=self._on_batch)
+                               max_queue=args.max_queue, on_batch=self._on_batch, deliver=self._deliver)
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first request
         self.ready = False
         log.info("model %s on %s, %d parameters", self.version, self.device, parameter_count(self.models["v1"]))
 
@@ -120,6 +121,11 @@ class ModelService:
             best = max(range(len(row)), key=row.__getitem__)
             out.append({"label": LABELS[best], "scores": [round(p, 5) for p in row], "tokens": len(tokens)})
         return out
+
+    def _deliver(self, jobs: Sequence[Job], results: Sequence[Any] | None, error: BaseException | None) -> None:
+        """On the batcher's thread: hand a whole batch to the event loop in one wake-up."""
+        assert self.loop is not None
+        self.loop.call_soon_threadsafe(finish_each, jobs, results, error)
 
     def _run_batch(self, token_lists: Sequence[list[int]]) -> list[dict[str, Any]]:
         faults = self.faults
@@ -211,12 +217,15 @@ class ModelService:
                 return 504, {"error": "hung (fault injected)"}
         if faults.error_fraction and random.random() < faults.error_fraction:
             return faults.error_status, {"error": "injected error"}
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        waiter = self.loop.create_future()
         try:
-            job = self.batcher.enqueue(tokenize(text), self.deadline)
+            job = self.batcher.enqueue(tokenize(text), self.deadline, future=waiter)
         except QueueFull as exc:
             return 503, {"error": str(exc)}
         try:
-            return 200, await asyncio.wait_for(asyncio.wrap_future(job.future), self.deadline)
+            return 200, await asyncio.wait_for(waiter, self.deadline)
         except TimeoutError:
             job.abandoned = True
             return 504, {"error": f"no answer within {self.deadline:g}s"}
