@@ -33,8 +33,9 @@ from aichaos.experiment.loader import LoadedExperiment
 from aichaos.experiment.model import Experiment
 from aichaos.faults.base import AppliedFault
 from aichaos.interrupts import SignalGate, signals_raise
-from aichaos.metrics.analysis import metrics_of
+from aichaos.metrics.analysis import Queries, metrics_of, queries_of
 from aichaos.metrics.samples import Bucket, SampleStore
+from aichaos.metrics.scrape import Scraper, ScrapeStore
 from aichaos.report.journal import Journal, PhaseRecord, analyse
 from aichaos.runtime.state import RunState
 
@@ -111,6 +112,8 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
             _teardown(journal, state, applied, holder, options, report, sig)
         # still inside the gate: a signal from here on is noted, and the journal is written anyway
         journal.samples = store.snapshot()
+        journal.users = store.users()
+        journal.scrapes = journal.scrapes.snapshot()
         if journal.t0 is not None:
             analyse(journal, experiment)
         journal.finish()
@@ -128,6 +131,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
              runtime_name: str, holder: dict[str, Any]) -> None:
     from aichaos.faults.network import apply_network_fault
     from aichaos.load.generator import LoadGenerator, load_spec
+    from aichaos.load.schedule import plan_load
     from aichaos.proxy.backend import start_proxy_backend
     from aichaos.runtime.base import StackHandle, bring_up
     from aichaos.runtime.local import LocalRuntime
@@ -162,19 +166,34 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
                        for edge, p in handle.proxies.items()}
     report(f"stack ready in {journal.stack_ready_s:.1f}s")
 
+    targets = {name: f"http://{s.host}:{s.port}{loaded.stack.services[name].metrics}"
+               for name, s in handle.services.items() if loaded.stack.services[name].metrics}
+    scraper = Scraper(targets, journal.scrapes)
+    holder["scraper"] = scraper
+    scraper.start()
+
+    plan = plan_load(experiment.load, experiment.phases)
     target = handle.services[experiment.load.target]
-    spec = load_spec(experiment.load, f"http://{target.host}:{target.port}", options.seed)
+    spec = load_spec(experiment.load, f"http://{target.host}:{target.port}", plan, options.seed,
+                     loaded.path.parent)
     load = LoadGenerator(spec, run_dir / "logs" / "load.log", store)
     holder["load"] = load
     load.start()
     state.load_pid = load.pid
     state.save()
-    ramp = experiment.load.users / (experiment.load.spawn_rate or float(experiment.load.users))
+    ramp = plan.levels[0].users / spec["spawn_rate"]
     # phases start on a whole second, so fault boundaries fall on bucket boundaries
     t0 = float(int(time.time() + ramp) + 1)
     journal.t0 = t0
-    report(f"load: {experiment.load.users} users against {experiment.load.target}; baseline starts in "
-           f"{t0 - time.time():.1f}s")
+    load.set_t0(t0)
+    journal.offered = {int(t0) + k: level.rate for k, level in enumerate(plan.levels) if level.rate is not None}
+    load_kind = f"{experiment.load.users} users" if experiment.load.rate is None else \
+        f"{experiment.load.rate:g} req/s paced over {experiment.load.users} users"
+    if experiment.load.distributed:
+        load_kind += (f" on {experiment.load.workers} worker(s)" +
+                      (f" + {experiment.load.remote_workers} remote" if experiment.load.remote_workers else "") +
+                      f", master {spec['master_bind']}:{spec['master_port']}")
+    report(f"load: {load_kind} against {experiment.load.target}; baseline starts in {t0 - time.time():.1f}s")
     _sleep_until(t0, store, journal, load, runtime, backend, loaded)
 
     phase_start = t0
@@ -210,6 +229,9 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
     Returns True when a stop condition fired.
     """
     next_check = 0.0
+    queries = queries_of(experiment) if experiment is not None else {}
+    # a distributed load reports a second about a second later: read only seconds that are complete
+    lag = 2 if loaded.experiment.load.distributed else 1
     while True:
         now = time.time()
         if now >= deadline:
@@ -226,8 +248,8 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
         if experiment is not None and experiment.stop_when and now >= next_check:
             next_check = now + 0.5
             longest = max(max(1, round(t.for_)) for c in experiment.stop_when for t in c.conditions().values())
-            end = int(now) - 1  # the last complete second
-            fired = _stop_condition(experiment, store.snapshot(end - longest, end), end)
+            end = int(now) - lag  # seconds before this one are complete
+            fired = _stop_condition(experiment, store.snapshot(end - longest, end), end, journal.scrapes, queries)
             if fired:
                 journal.stop = fired
                 journal.event("stop_condition", "", fired, now)
@@ -235,21 +257,27 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
         time.sleep(min(0.1, max(0.0, deadline - now)))
 
 
-def _stop_condition(experiment: Experiment, buckets: dict[int, Bucket], end: int) -> str | None:
-    """The first stop condition that holds over the trailing complete seconds, or None."""
+def _stop_condition(experiment: Experiment, buckets: dict[int, Bucket], end: int,
+                    scrapes: ScrapeStore | None = None, queries: Queries | None = None) -> str | None:
+    """The first stop condition that holds over the trailing complete seconds, or None.
+
+    A request metric needs ``min_requests`` in the span; a scraped one holds when every scrape in
+    the span is past the threshold (a gauge's lowest value is above it, or its highest below it).
+    """
     for condition in experiment.stop_when:
         for metric, threshold in condition.conditions().items():
             width = max(1, round(threshold.for_))
-            m = metrics_of(buckets, end - width, end)
-            if m.count < experiment.steady_state.min_requests:
+            m = metrics_of(buckets, end - width, end, scrapes, queries)
+            if "/" not in metric and m.count < experiment.steady_state.min_requests:
                 continue
-            value = m.get(metric)
-            if value is None:
-                continue
-            if threshold.above is not None and value > threshold.above:
-                return f"{metric} = {value:.4g} above {threshold.above:g} for {width}s"
-            if threshold.below is not None and value < threshold.below:
-                return f"{metric} = {value:.4g} below {threshold.below:g} for {width}s"
+            if threshold.above is not None:
+                value = m.lowest(metric)
+                if value is not None and value > threshold.above:
+                    return f"{metric} = {value:.4g} above {threshold.above:g} for {width}s"
+            if threshold.below is not None:
+                value = m.get(metric)
+                if value is not None and value < threshold.below:
+                    return f"{metric} = {value:.4g} below {threshold.below:g} for {width}s"
     return None
 
 
@@ -269,6 +297,8 @@ def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], ho
               options: RunOptions, report: Reporter, sig: SignalGate) -> None:
     sig.raising = False  # from here on, signals are noted, never raised
     load, runtime, backend = holder.get("load"), holder.get("runtime"), holder.get("backend")
+    if holder.get("scraper") is not None:
+        holder["scraper"].stop()
     for fault in applied:
         if not fault.reverted:
             _revert(fault, journal, report)

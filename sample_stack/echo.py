@@ -2,7 +2,8 @@
 
 ``python -m sample_stack.echo backend --port P`` answers ``/work`` (optionally sleeping
 ``?ms=N``) and ``/health``. ``python -m sample_stack.echo frontend --port P`` forwards ``/work`` to
-``$BACKEND_URL`` over a kept-alive connection per thread and answers 502 when the backend fails.
+``$BACKEND_URL`` over a kept-alive connection per thread and answers 502 when the backend fails;
+its ``/metrics`` counts requests by status and backend failures, and gauges requests in flight.
 """
 
 from __future__ import annotations
@@ -15,6 +16,20 @@ import time
 from urllib.parse import parse_qs, urlsplit
 
 from sample_stack.httpserve import JsonHandler, Server, serve
+from sample_stack.prom import Registry
+
+METRICS = Registry()
+METRICS.describe("echo_requests_total", "counter", "Requests to /work by status", labelled=True)
+METRICS.describe("echo_backend_failures_total", "counter", "Backend calls that failed")
+METRICS.describe("echo_in_flight", "gauge", "Requests being served")
+_in_flight = [0]
+_in_flight_lock = threading.Lock()
+
+
+def _track(delta: int) -> None:
+    with _in_flight_lock:
+        _in_flight[0] += delta
+        METRICS.set("echo_in_flight", _in_flight[0])
 
 
 class _PostLikeGet(JsonHandler):
@@ -65,16 +80,25 @@ class Frontend(_PostLikeGet):
         if self.path == "/health":
             self.send_json(200, {"ok": True})
             return
+        if self.path == "/metrics":
+            self.send_text(200, METRICS.render())
+            return
         conn = _backend()
+        _track(+1)
         try:
             conn.request("GET", self.path)
             response = conn.getresponse()
             body = response.read()
-            self.send_json(response.status, {"backend": body.decode(errors="replace")})
+            status, payload = response.status, {"backend": body.decode(errors="replace")}
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             _local.conn = None
-            self.send_json(502, {"error": f"backend failed: {exc}"})
+            METRICS.inc("echo_backend_failures_total")
+            status, payload = 502, {"error": f"backend failed: {exc}"}
+        finally:
+            _track(-1)
+        METRICS.inc("echo_requests_total", status=str(status))
+        self.send_json(status, payload)
 
 
 def main() -> None:

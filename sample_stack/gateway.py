@@ -57,7 +57,7 @@ class Gateway:
             ("gateway_retry_amplification", "gauge", "Upstream calls per client request, all time"),
             ("gateway_request_seconds", "histogram", "Client request latency"),
         ):
-            m.describe(name, kind, text)
+            m.describe(name, kind, text, labelled=name == "gateway_requests_total")
 
     # ------------------------------------------------------------ dependencies
     def _conn(self) -> http.client.HTTPConnection:

@@ -81,7 +81,7 @@ class ModelService:
         self.version = args.version
         self.metrics = Registry()
         m = self.metrics
-        m.describe("model_requests_total", "counter", "Requests by HTTP status")
+        m.describe("model_requests_total", "counter", "Requests by HTTP status", labelled=True)
         m.describe("model_request_seconds", "histogram", "Request latency in the server")
         m.describe("model_batch_size", "histogram", "Requests per inference batch")
         m.describe("model_inference_seconds", "histogram", "Time of one batch's forward pass")

@@ -20,8 +20,12 @@ class Registry:
         self._values: dict[tuple[str, str], float] = {}
         self._hist: dict[tuple[str, str], tuple[Sequence[float], list[int], list[float]]] = {}
 
-    def describe(self, name: str, kind: str, text: str) -> None:
+    def describe(self, name: str, kind: str, text: str, labelled: bool = False) -> None:
+        """Declare a metric; an unlabelled counter starts at 0, so that it is exported before it counts."""
         self._help[name] = (kind, text)
+        if kind == "counter" and not labelled:
+            with self._lock:
+                self._values.setdefault((name, ""), 0.0)
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         key = (name, _labels(labels))

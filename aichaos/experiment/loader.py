@@ -218,6 +218,25 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
                 hint = f"; did you mean {close[0]!r}?" if close else f"; edges: {', '.join(edges) or 'none'}"
                 problems.append(Problem(located.file, located.line_of(key), format_path(key),
                                         f"no edge {fault.edge!r} in the stack{hint}"))
+    scraped: list[tuple[KeyPath, str]] = [(("steady_state", "slo", "metrics", name), name)
+                                          for name in experiment.steady_state.slo.metrics]
+    scraped += [(("stop_when", i, "metrics", name), name) for i, c in enumerate(experiment.stop_when)
+                for name in c.metrics]
+    for key, name in scraped:
+        if name not in stack.services:
+            close = difflib.get_close_matches(name, services, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
+            problems.append(Problem(located.file, located.line_of(key), format_path(key),
+                                    f"no service {name!r} in the stack{hint}"))
+        elif stack.services[name].metrics is None:
+            problems.append(Problem(located.file, located.line_of(key), format_path(key),
+                                    f"service {name!r} has no metrics path in the stack file "
+                                    "(add e.g. metrics: /metrics to it)"))
+    if experiment.load.locustfile is not None:
+        locustfile = Path(located.file).parent / experiment.load.locustfile
+        if not locustfile.is_file():
+            problems.append(Problem(located.file, located.line_of(("load", "locustfile")), "load.locustfile",
+                                    f"locustfile {experiment.load.locustfile!r} not found (looked at {locustfile})"))
     return problems
 
 

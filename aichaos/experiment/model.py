@@ -43,13 +43,71 @@ class RequestSpec(Strict):
         return value
 
 
+class RampShape(Strict):
+    """From one level to another, linearly over the span (the phase, or the whole run)."""
+
+    type: Literal["ramp"]
+    from_: float = Field(alias="from", ge=0, description="level at the start (users, or requests/s with rate)")
+    to: float = Field(ge=0, description="level at the end")
+
+
+class StepShape(Strict):
+    """A staircase: each level in turn for ``every``; the last one holds."""
+
+    type: Literal["step"]
+    levels: list[float] = Field(min_length=1, description="users, or requests/s with rate")
+    every: Duration
+
+    @field_validator("levels")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(v < 0 for v in value):
+            raise ValueError("levels must not be negative")
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _whole(cls, value: float) -> float:
+        if value < 1 or value != int(value):
+            raise ValueError("every must be a whole number of seconds, at least 1s")
+        return value
+
+
+class SpikeShape(Strict):
+    """The base level, with ``peak`` from ``at`` for ``for`` seconds into the span."""
+
+    type: Literal["spike"]
+    peak: float = Field(ge=0, description="users, or requests/s with rate")
+    at: Duration = 0.0
+    for_: Duration = Field(alias="for")
+    base: float | None = Field(None, ge=0, description="level outside the spike (default: the load's level)")
+
+
+Shape = Annotated[RampShape | StepShape | SpikeShape, Field(discriminator="type")]
+
+
 class Load(Strict):
+    """How load is driven. Closed loop by default: ``users`` each send a request, wait for the answer
+    and ``wait``. With ``rate`` the users pace themselves to that many requests per second in all
+    (Locust's constant throughput), so that a slow service shows as achieved < offered."""
+
     target: str = Field(description="the stack service that receives the load")
     users: int = Field(ge=1, le=10000)
+    rate: float | None = Field(None, gt=0, le=1_000_000,
+                               description="target requests per second in all (pacing); users must be enough "
+                                           "to carry it: users >= rate x latency")
     spawn_rate: float | None = Field(None, gt=0, description="users started per second (default: all at once)")
+    shape: Shape | None = Field(None, description="how the level (users, or rate) changes over the run")
     wait: Wait = Field(default_factory=Wait)
     timeout: Duration = Field(10.0, description="per-request timeout; a request past it counts as a timeout")
-    requests: list[RequestSpec] = Field(min_length=1)
+    requests: list[RequestSpec] = Field(default_factory=list)
+    locustfile: str | None = Field(None, description="a locustfile whose User classes drive the load instead "
+                                                     "of requests (path relative to this file); still measured")
+    workers: int = Field(0, ge=0, le=64, description="0: one load process; N: a Locust master and N workers")
+    remote_workers: int = Field(0, ge=0, le=1024, description="workers to wait for that join with "
+                                                            "`aichaos worker --master HOST:PORT`")
+    master_bind: str = Field("127.0.0.1", description="address the Locust master listens on")
+    master_port: int | None = Field(None, ge=1, le=65535, description="the master's port (default: a free one)")
 
     @field_validator("timeout")
     @classmethod
@@ -57,6 +115,33 @@ class Load(Strict):
         if value <= 0:
             raise ValueError("timeout must be greater than 0")
         return value
+
+    @model_validator(mode="after")
+    def _source(self) -> Load:
+        if self.locustfile is None and not self.requests:
+            raise ValueError("give requests (or a locustfile)")
+        if self.locustfile is not None and self.requests:
+            raise ValueError("give either requests or a locustfile, not both")
+        if self.locustfile is not None and self.rate is not None:
+            raise ValueError("rate paces the declared requests; a locustfile's users keep their own wait_time")
+        if self.rate is not None and (self.wait.min or self.wait.max):
+            raise ValueError("give either rate (pacing) or wait (think time), not both")
+        if self.remote_workers and not self.workers and self.master_bind == "127.0.0.1":
+            raise ValueError("remote workers cannot reach a master bound to 127.0.0.1: set master_bind")
+        return self
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.workers or self.remote_workers)
+
+
+class PhaseLoad(Strict):
+    """What a phase changes in the load (a load-side fault: a traffic spike, an input surge)."""
+
+    users: int | None = Field(None, ge=1, le=10000)
+    rate: float | None = Field(None, gt=0, le=1_000_000)
+    shape: Shape | None = None
+    requests: list[RequestSpec] | None = Field(None, min_length=1, description="another request mix")
 
 
 # ---------------------------------------------------------------- SLOs and gates
@@ -82,15 +167,34 @@ class Bound(Strict):
         return self
 
 
+SERVICE_METRICS_DOC = ("scraped service metrics: {service: {metric: bound}}; a metric is a Prometheus name, "
+                       'optionally with labels, e.g. model_queue_depth or model_requests_total{status="503"}')
+
+
 class Slo(Strict):
     p50_ms: Bound | None = None
     p95_ms: Bound | None = None
     p99_ms: Bound | None = None
     error_rate: Bound | None = None
     rps: Bound | None = None
+    metrics: dict[str, dict[str, Bound]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
 
     def bounds(self) -> dict[str, Bound]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """Every bound, by metric: request metrics by name, scraped ones as ``service/selector``."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None and k != "metrics"}
+        out.update({f"{service}/{selector}": bound for service, series in self.metrics.items()
+                    for selector, bound in series.items()})
+        return out
+
+    @field_validator("metrics")
+    @classmethod
+    def _selectors(cls, value: dict[str, dict[str, Bound]]) -> dict[str, dict[str, Bound]]:
+        from aichaos.metrics.scrape import parse_selector
+
+        for series in value.values():
+            for selector in series:
+                parse_selector(selector)
+        return value
 
 
 class SteadyState(Strict):
@@ -162,15 +266,25 @@ class StopCondition(Strict):
     p95_ms: Threshold | None = None
     p99_ms: Threshold | None = None
     error_rate: Threshold | None = None
+    metrics: dict[str, dict[str, Threshold]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
 
     @model_validator(mode="after")
     def _one(self) -> StopCondition:
         if len(self.conditions()) != 1:
             raise ValueError("each stop condition names exactly one metric")
+        from aichaos.metrics.scrape import parse_selector
+
+        for series in self.metrics.values():
+            for selector in series:
+                parse_selector(selector)
         return self
 
     def conditions(self) -> dict[str, Threshold]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """The condition by metric: request metrics by name, scraped ones as ``service/selector``."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None and k != "metrics"}
+        out.update({f"{service}/{selector}": t for service, series in self.metrics.items()
+                    for selector, t in series.items()})
+        return out
 
 
 # ---------------------------------------------------------------- faults
@@ -215,6 +329,7 @@ class Phase(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     duration: Duration
     faults: list[Fault] = Field(default_factory=list)
+    load: PhaseLoad | None = Field(None, description="load changes for this phase only")
 
     @field_validator("duration")
     @classmethod
@@ -243,8 +358,16 @@ class Experiment(Strict):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"phase names must be unique; repeated: {', '.join(dupes)}")
-        if self.phases[0].faults:
-            raise ValueError("the first phase is the baseline and must not inject faults")
+        if self.phases[0].faults or self.phases[0].load is not None:
+            raise ValueError("the first phase is the baseline and must not inject faults or change the load")
+        for phase in self.phases:
+            if phase.load is None:
+                continue
+            if phase.load.rate is not None and self.load.rate is None:
+                raise ValueError(f"phase {phase.name!r} sets load.rate, but the load is closed-loop: "
+                                 "set load.rate to pace the whole run")
+            if phase.load.requests is not None and self.load.locustfile is not None:
+                raise ValueError(f"phase {phase.name!r} changes requests, but the load comes from a locustfile")
         return self
 
     @property

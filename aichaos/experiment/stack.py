@@ -55,6 +55,8 @@ class Service(Strict):
     depends_on: dict[str, Edge] = Field(default_factory=dict)
     local: LocalOverride | None = None
     stop_timeout: Duration = 5.0
+    metrics: str | None = Field(None, pattern=r"^/", description="Prometheus metrics path, scraped every second "
+                                                               "into the run's time line, e.g. /metrics")
 
 
 class Stack(Strict):

@@ -12,26 +12,44 @@ from pathlib import Path
 from typing import IO, Any
 
 from aichaos.errors import LoadError
-from aichaos.experiment.model import Load
+from aichaos.experiment.model import Load, RequestSpec
 from aichaos.interrupts import deferred
+from aichaos.load.schedule import Plan
 from aichaos.metrics.samples import Bucket, SampleStore
 from aichaos.runtime.logs import tail
+from aichaos.runtime.ports import free_port
 
 log = logging.getLogger(__name__)
 
 
-def load_spec(load: Load, host: str, seed: int | None = None) -> dict[str, Any]:
+def _request_json(r: RequestSpec) -> dict[str, Any]:
+    return {"name": r.name, "method": r.method, "path": r.path, "weight": r.weight, "headers": r.headers,
+            "json": r.json_body}
+
+
+def load_spec(load: Load, host: str, plan: Plan, seed: int | None = None, base_dir: Path | None = None
+              ) -> dict[str, Any]:
     """The JSON spec the load process reads (a plain dict: it crosses a process boundary)."""
+    locustfile = None
+    if load.locustfile is not None:
+        locustfile = str(((base_dir or Path.cwd()) / load.locustfile).resolve())
     return {
         "host": host,
         "users": load.users,
-        "spawn_rate": load.spawn_rate or float(load.users),
+        "rate": load.rate,
+        # a changing plan moves between levels within a second unless the file slows it down
+        "spawn_rate": load.spawn_rate or float(max(plan.peak_users, 1)),
         "wait_min": load.wait.min,
         "wait_max": load.wait.max,
         "timeout": load.timeout,
         "seed": seed,
-        "requests": [{"name": r.name, "method": r.method, "path": r.path, "weight": r.weight,
-                      "headers": r.headers, "json": r.json_body} for r in load.requests],
+        "levels": [level.to_json() for level in plan.levels],
+        "mixes": [[_request_json(r) for r in mix] for mix in plan.mixes],
+        "locustfile": locustfile,
+        "workers": load.workers,
+        "remote_workers": load.remote_workers,
+        "master_bind": load.master_bind,
+        "master_port": load.master_port or (free_port(load.master_bind) if load.distributed else None),
     }
 
 
@@ -54,7 +72,7 @@ class LoadGenerator:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self, timeout: float = 60.0) -> None:
+    def start(self, timeout: float = 90.0) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         with deferred():  # an interrupt waits until the process is recorded, so stop() can reach it
@@ -87,6 +105,8 @@ class LoadGenerator:
             kind = msg.get("type")
             if kind == "samples":
                 self.users = int(msg.get("users", 0))
+                if msg.get("buckets") or self.users:  # sent just after a second ends: that second's users
+                    self.store.set_users(int(time.time() - 0.5), self.users)
                 for b in msg.get("buckets", []):
                     self.store.add(Bucket.from_json(b))
             elif kind == "ready":
@@ -98,6 +118,15 @@ class LoadGenerator:
             elif kind == "error":
                 self.error = str(msg.get("message"))
         self.done.set()
+
+    def set_t0(self, t0: float) -> None:
+        """Tell the load process where second 0 of the plan is."""
+        if self.process is not None and self.process.stdin is not None and self.process.poll() is None:
+            try:
+                self.process.stdin.write(json.dumps({"t0": t0}).encode() + b"\n")
+                self.process.stdin.flush()
+            except (BrokenPipeError, OSError) as exc:
+                raise LoadError(f"cannot reach the load process: {exc}", hint=f"see {self.log_path}") from exc
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

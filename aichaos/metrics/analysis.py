@@ -23,9 +23,24 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from aichaos.experiment.model import Bound, Slo
+from aichaos.experiment.model import Bound, Experiment, Slo
 from aichaos.metrics.histogram import percentile
 from aichaos.metrics.samples import Bucket, merge_buckets
+from aichaos.metrics.scrape import Query, ScrapeStore, parse_selector, window_value
+
+# scraped metrics are keyed "service/selector"; each comes with its parsed query
+Queries = Mapping[str, tuple[str, Query]]
+
+
+def queries_of(experiment: Experiment) -> dict[str, tuple[str, Query]]:
+    """Every scraped metric that the experiment's SLOs and stop conditions read."""
+    out: dict[str, tuple[str, Query]] = {}
+    sources = [experiment.steady_state.slo.metrics] + [c.metrics for c in experiment.stop_when]
+    for metrics in sources:
+        for service, series in metrics.items():
+            for selector in series:
+                out[f"{service}/{selector}"] = (service, parse_selector(selector))
+    return out
 
 
 class WindowStatus(StrEnum):
@@ -44,24 +59,46 @@ class Metrics:
     p95_ms: float | None
     p99_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
+    scraped: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # key -> (lowest, highest)
 
     def get(self, metric: str) -> float | None:
+        """The metric's value; for a scraped gauge, its highest value in the window."""
+        if "/" in metric:
+            span = self.scraped.get(metric)
+            return None if span is None else span[1]
         value = getattr(self, metric)
         return None if value is None else float(value)
 
+    def lowest(self, metric: str) -> float | None:
+        """Like ``get``, but a scraped gauge's lowest value (what a lower bound is checked against)."""
+        if "/" in metric:
+            span = self.scraped.get(metric)
+            return None if span is None else span[0]
+        return self.get(metric)
+
     def to_json(self) -> dict[str, Any]:
-        return {"count": self.count, "seconds": self.seconds, "rps": round(self.rps, 3),
-                "error_rate": round(self.error_rate, 6), "p50_ms": _r(self.p50_ms), "p95_ms": _r(self.p95_ms),
-                "p99_ms": _r(self.p99_ms), "errors": self.errors}
+        out: dict[str, Any] = {
+            "count": self.count, "seconds": self.seconds, "rps": round(self.rps, 3),
+            "error_rate": round(self.error_rate, 6), "p50_ms": _r(self.p50_ms), "p95_ms": _r(self.p95_ms),
+            "p99_ms": _r(self.p99_ms), "errors": self.errors}
+        if self.scraped:
+            out["scraped"] = {k: None if v is None else {"min": _r(v[0]), "max": _r(v[1])}
+                              for k, v in self.scraped.items()}
+        return out
 
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
 
 
-def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int) -> Metrics:
-    """Metrics of the requests started in seconds [start, end)."""
+def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int, scrapes: ScrapeStore | None = None,
+               queries: Queries | None = None) -> Metrics:
+    """Metrics of the requests started in seconds [start, end), and of the scraped ``queries``."""
     seconds = max(0, end - start)
+    scraped: dict[str, tuple[float, float] | None] = {}
+    if queries:
+        for key, (service, query) in queries.items():
+            scraped[key] = None if scrapes is None else window_value(scrapes, service, query, start, end)
     merged = merge_buckets([buckets[s] for s in range(start, end) if s in buckets])
     errors = merged.error_count
     return Metrics(
@@ -73,6 +110,7 @@ def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int) -> Metrics:
         p95_ms=percentile(merged.hist, 95),
         p99_ms=percentile(merged.hist, 99),
         errors=dict(merged.errors),
+        scraped=scraped,
     )
 
 
@@ -94,16 +132,16 @@ def slo_holds(metrics: Metrics, slo: Slo, baseline: Metrics | None) -> tuple[boo
     """Whether every SLO holds; the list names each one that does not."""
     broken: list[str] = []
     for metric, bound in slo.bounds().items():
-        value = metrics.get(metric)
+        value, low = metrics.get(metric), metrics.lowest(metric)
         upper, lower = limit_of(bound, baseline.get(metric) if baseline else None)
-        if value is None:
-            # no successful request at all: latency cannot hold
+        if value is None or low is None:
+            # no successful request at all (latency cannot hold), or no scrape of a service metric
             broken.append(f"{metric}=n/a")
             continue
         if upper is not None and value > upper:
             broken.append(f"{metric}={value:.4g}>{upper:.4g}")
-        if lower is not None and value < lower:
-            broken.append(f"{metric}={value:.4g}<{lower:.4g}")
+        if lower is not None and low < lower:
+            broken.append(f"{metric}={low:.4g}<{lower:.4g}")
     return not broken, broken
 
 
@@ -122,11 +160,12 @@ class Window:
 
 
 def windows(buckets: Mapping[int, Bucket], start: int, end: int, width: int, min_requests: int,
-            slo: Slo, baseline: Metrics | None) -> list[Window]:
+            slo: Slo, baseline: Metrics | None, scrapes: ScrapeStore | None = None,
+            queries: Queries | None = None) -> list[Window]:
     """Every full window starting in [start, end - width]."""
     out: list[Window] = []
     for s in range(start, end - width + 1):
-        m = metrics_of(buckets, s, s + width)
+        m = metrics_of(buckets, s, s + width, scrapes, queries)
         if m.count < min_requests:
             out.append(Window(s, s + width, WindowStatus.UNKNOWN, m))
             continue
@@ -187,4 +226,14 @@ class Change:
 
 
 def degradation(baseline: Metrics, fault: Metrics) -> dict[str, Change]:
-    return {m: Change(m, baseline.get(m), fault.get(m)) for m in ("p50_ms", "p95_ms", "p99_ms", "error_rate", "rps")}
+    names = ["p50_ms", "p95_ms", "p99_ms", "error_rate", "rps", *baseline.scraped]
+    return {m: Change(m, baseline.get(m), fault.get(m)) for m in names}
+
+
+def error_budget_spent(metrics: Metrics, slo: Slo) -> float | None:
+    """Errors against the errors the SLO allows for as many requests: 1.0 is the whole budget.
+    None without an absolute error-rate limit (or with one of 0, which allows no budget to spend)."""
+    bound = slo.error_rate
+    if bound is None or not bound.max or metrics.count == 0:
+        return None
+    return metrics.error_rate / bound.max

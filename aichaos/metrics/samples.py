@@ -56,7 +56,16 @@ class SampleStore:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._buckets: dict[int, Bucket] = {}
-        self.users: dict[int, int] = {}
+        self._users: dict[int, int] = {}
+
+    def set_users(self, second: int, users: int) -> None:
+        """How many users the load process had running in ``second``."""
+        with self._lock:
+            self._users[second] = users
+
+    def users(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._users)
 
     def add(self, bucket: Bucket) -> None:
         with self._lock:

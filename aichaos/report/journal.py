@@ -23,14 +23,17 @@ from aichaos.metrics.analysis import (
     Window,
     WindowStatus,
     degradation,
+    error_budget_spent,
     metrics_of,
+    queries_of,
     time_to_detect,
     time_to_recover,
     windows,
 )
 from aichaos.metrics.samples import Bucket
+from aichaos.metrics.scrape import ScrapeStore
 
-JOURNAL_VERSION = 1
+JOURNAL_VERSION = 2  # 2: scraped service metrics, offered rate, users and error budget per phase
 
 
 @dataclass
@@ -39,10 +42,16 @@ class PhaseRecord:
     start: float
     end: float
     metrics: Metrics | None = None
+    offered_rps: float | None = None  # the paced rate the plan asked for; None for a closed loop
+    users: float | None = None  # mean users the load process reported running
+    error_budget_spent: float | None = None
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {"name": self.name, "start": self.start, "end": self.end, "start_offset_s": self.start - t0,
-                "end_offset_s": self.end - t0, "metrics": self.metrics.to_json() if self.metrics else None}
+                "end_offset_s": self.end - t0, "metrics": self.metrics.to_json() if self.metrics else None,
+                "offered_rps": None if self.offered_rps is None else round(self.offered_rps, 3),
+                "users": None if self.users is None else round(self.users, 2),
+                "error_budget_spent": None if self.error_budget_spent is None else round(self.error_budget_spent, 4)}
 
 
 @dataclass
@@ -96,6 +105,10 @@ class Journal:
     events: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)
     samples: dict[int, Bucket] = field(default_factory=dict)
+    users: dict[int, int] = field(default_factory=dict)  # users running, by second
+    offered: dict[int, float] = field(default_factory=dict)  # paced rate the plan asked for, by second
+    scrapes: ScrapeStore = field(default_factory=ScrapeStore)
+    error_budget_spent: float | None = None
     baseline: Metrics | None = None
     windows: list[Window] = field(default_factory=list)
     fault_results: list[FaultResult] = field(default_factory=list)
@@ -160,8 +173,12 @@ class Journal:
             "errors": self.errors,
             "leftovers": self.leftovers,
             "load_totals": self.load_totals,
+            "error_budget_spent": None if self.error_budget_spent is None else round(self.error_budget_spent, 4),
             "windows": [w.to_json() for w in self.windows],
             "samples": [b.to_json() for _, b in sorted(self.samples.items())],
+            "users": [{"second": s, "users": u} for s, u in sorted(self.users.items())],
+            "offered_rps": [{"second": s, "rate": r} for s, r in sorted(self.offered.items())],
+            "scrapes": self.scrapes.to_json(),
         }
 
     @property
@@ -190,13 +207,22 @@ def analyse(journal: Journal, experiment: Experiment) -> None:
     first = journal.phases[0]
     analysis_start = int(t0 + steady.warmup)
     baseline_end = int(first.end)
-    journal.baseline = metrics_of(buckets, analysis_start, baseline_end)
+    queries = queries_of(experiment)
+    scrapes = journal.scrapes
+    journal.baseline = metrics_of(buckets, analysis_start, baseline_end, scrapes, queries)
     for phase in journal.phases:
         start = analysis_start if phase is first else int(phase.start)
-        phase.metrics = metrics_of(buckets, start, int(phase.end))
+        end = int(phase.end)
+        phase.metrics = metrics_of(buckets, start, end, scrapes, queries)
+        phase.error_budget_spent = error_budget_spent(phase.metrics, steady.slo)
+        offered = [journal.offered[s] for s in range(start, end) if s in journal.offered]
+        phase.offered_rps = sum(offered) / len(offered) if offered and len(offered) == end - start else None
+        users = [journal.users[s] for s in range(start, end) if s in journal.users]
+        phase.users = sum(users) / len(users) if users else None
     run_end = int(journal.phases[-1].end)
+    journal.error_budget_spent = error_budget_spent(metrics_of(buckets, analysis_start, run_end), steady.slo)
     journal.windows = windows(buckets, analysis_start, run_end, width, steady.min_requests, steady.slo,
-                              journal.baseline)
+                              journal.baseline, scrapes, queries)
 
     for phase in journal.phases:
         faults = [f for f in journal.faults if f["phase"] == phase.name]

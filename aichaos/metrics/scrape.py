@@ -1,0 +1,238 @@
+"""The stack's own metrics: each service's Prometheus ``/metrics`` scraped once a second into the
+run's time line, next to the load's per-second buckets, so that SLOs, stop conditions and reports can
+use queue depth, batch size, device memory, breaker state, feature staleness…
+
+Selectors name what an SLO reads: a metric name, optionally with labels
+(``model_requests_total{status="503"}``), or the ratio of two counters
+(``gateway_upstream_calls_total / gateway_requests_total``: retry amplification). A name matches
+every series of that metric whose labels include the selector's; counters are summed across the
+matches, gauges take the largest.
+
+Over a window of seconds ``[start, end)``:
+- a gauge's value is the range of its scraped values (the SLO holds when the largest is under an
+  upper bound and the smallest over a lower one: "every scrape in the window");
+- a counter's value is its per-second rate between the first and last scrape in the window
+  (a counter that went down was reset: its new value counts as the increase);
+- a ratio is the increase of the first counter over that of the second.
+
+A window with no successful scrape of a series has no value: its SLO does not hold ("n/a"), the
+way a latency SLO does not hold when no request succeeded. Histogram buckets are not kept (their
+``_count`` and ``_sum`` are, as counters).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*'
+_SELECTOR = re.compile(rf"^\s*({_NAME})\s*(?:\{{((?:{_LABEL},?)*)\}})?\s*$")
+
+
+@dataclass(frozen=True)
+class Selector:
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    def matches(self, name: str, labels: Mapping[str, str]) -> bool:
+        return name == self.name and all(labels.get(k) == v for k, v in self.labels)
+
+
+@dataclass(frozen=True)
+class Query:
+    """A selector, or the ratio of two counter selectors."""
+
+    text: str
+    numerator: Selector
+    denominator: Selector | None = None
+
+
+def _selector(text: str, whole: str) -> Selector:
+    match = _SELECTOR.match(text)
+    if match is None:
+        raise ValueError(f"{whole!r} is not a metric selector: expected name or name{{label=\"value\"}}")
+    labels = tuple(sorted((k, v.replace('\\"', '"').replace("\\\\", "\\"))
+                          for k, v in re.findall(_LABEL, match.group(2) or "")))
+    return Selector(match.group(1), labels)
+
+
+def parse_selector(text: str) -> Query:
+    """``name``, ``name{label="value",…}`` or ``counter_a / counter_b``; ValueError when malformed."""
+    parts = text.split(" / ") if " / " in text else [text]
+    if len(parts) > 2:
+        raise ValueError(f"{text!r}: a ratio has one '/' between two selectors")
+    selectors = [_selector(part, text) for part in parts]
+    return Query(text, selectors[0], selectors[1] if len(selectors) == 2 else None)
+
+
+# ---------------------------------------------------------------- one scrape
+def parse_exposition(text: str) -> tuple[dict[str, float], dict[str, str]]:
+    """Prometheus text → ({series: value}, {series: "counter" | "gauge"}); buckets are left out."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    kinds: dict[str, str] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_bucket") and family.type in ("histogram", "gaugehistogram"):
+                continue
+            key = series_key(sample.name, sample.labels)
+            values[key] = float(sample.value)
+            counter = family.type == "counter" or (family.type in ("histogram", "summary")
+                                                   and sample.name.endswith(("_count", "_sum")))
+            kinds[key] = "counter" if counter else "gauge"
+    return values, kinds
+
+
+def series_key(name: str, labels: Mapping[str, str]) -> str:
+    if not labels:
+        return name
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}"
+
+
+def split_key(key: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = key.partition("{")
+    labels = dict(re.findall(_LABEL, rest[:-1])) if rest else {}
+    return name, labels
+
+
+# ---------------------------------------------------------------- the time line
+@dataclass
+class ScrapeStore:
+    """Scraped values by second and service: ``series[second][service] = {series_key: value}``.
+    A failed scrape leaves its second without that service (and counts in ``failures``)."""
+
+    series: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
+    kinds: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> series -> kind
+    failures: dict[str, int] = field(default_factory=dict)
+    last_error: dict[str, str] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, second: int, service: str, values: dict[str, float], kinds: dict[str, str]) -> None:
+        with self._lock:
+            self.series.setdefault(second, {})[service] = values
+            self.kinds.setdefault(service, {}).update(kinds)
+
+    def fail(self, service: str, error: str) -> None:
+        with self._lock:
+            self.failures[service] = self.failures.get(service, 0) + 1
+            self.last_error[service] = error
+
+    def snapshot(self) -> ScrapeStore:
+        with self._lock:
+            return ScrapeStore({s: dict(v) for s, v in self.series.items()},
+                               {k: dict(v) for k, v in self.kinds.items()}, dict(self.failures),
+                               dict(self.last_error))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kinds": self.kinds, "failures": self.failures, "last_error": self.last_error,
+                "series": [{"second": s, "services": v} for s, v in sorted(self.series.items())]}
+
+
+def _points(store: ScrapeStore, service: str, selector: Selector, start: int, end: int) -> tuple[str, list[float]]:
+    """(kind, value per scraped second in [start, end)) of a selector, summed or maxed over its series.
+
+    A counter that the service has exported (under any labels) but not the selected series of yet
+    counts as 0 in every successful scrape: client libraries export a labelled counter only once it
+    has been incremented, and "no 503 yet" must read as 0, not as no data.
+    """
+    kinds = store.kinds.get(service, {})
+    same_name = [k for k in kinds if split_key(k)[0] == selector.name]
+    keys = [k for k in same_name if selector.matches(*split_key(k))]
+    kind = "counter" if same_name and all(kinds[k] == "counter" for k in same_name) else "gauge"
+    points: list[float] = []
+    for second in range(start, end):
+        scraped = store.series.get(second, {}).get(service)
+        if scraped is None:
+            continue
+        present = [scraped[k] for k in keys if k in scraped]
+        if present:
+            points.append(sum(present) if kind == "counter" else max(present))
+        elif kind == "counter":
+            points.append(0.0)
+    return kind, points
+
+
+def _increase(points: list[float]) -> float:
+    total = 0.0
+    for before, after in itertools.pairwise(points):
+        total += after - before if after >= before else after  # a drop is a restart of the counter
+    return total
+
+
+def window_value(store: ScrapeStore, service: str, query: Query, start: int, end: int
+                 ) -> tuple[float, float] | None:
+    """(lowest, highest) value of ``query`` over seconds [start, end): equal for counters and ratios.
+    None when the window holds too few scrapes to say."""
+    kind, points = _points(store, service, query.numerator, start, end)
+    if query.denominator is not None:
+        _, below = _points(store, service, query.denominator, start, end)
+        if len(points) < 2 or len(below) < 2 or _increase(below) <= 0:
+            return None
+        ratio = _increase(points) / _increase(below)
+        return ratio, ratio
+    if not points:
+        return None
+    if kind == "counter":
+        if len(points) < 2:
+            return None
+        rate = _increase(points) / (len(points) - 1)
+        return rate, rate
+    return min(points), max(points)
+
+
+def mean_value(store: ScrapeStore, service: str, query: Query, start: int, end: int) -> float | None:
+    """A summary of ``query`` over [start, end) for reports: a gauge's mean, a counter's rate, a ratio."""
+    kind, points = _points(store, service, query.numerator, start, end)
+    if query.denominator is not None or kind == "counter":
+        value = window_value(store, service, query, start, end)
+        return None if value is None else value[1]
+    return sum(points) / len(points) if points else None
+
+
+# ---------------------------------------------------------------- the scraper
+class Scraper:
+    """Scrapes every target once a second on a thread until ``stop()``; never raises."""
+
+    def __init__(self, targets: dict[str, str], store: ScrapeStore, timeout: float = 0.8) -> None:
+        self.targets = targets  # service -> URL
+        self.store = store
+        self.timeout = timeout
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aichaos-scraper", daemon=True)
+
+    def start(self) -> None:
+        if self.targets:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2 * self.timeout + 1)
+
+    def scrape_once(self, second: int) -> None:
+        for service, url in self.targets.items():
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                    text = response.read(8 * 1024 * 1024).decode("utf-8", "replace")
+                values, kinds = parse_exposition(text)
+            except Exception as exc:  # a service that is down or answers garbage is data, not a crash
+                self.store.fail(service, f"{type(exc).__name__}: {exc}")
+                continue
+            self.store.add(second, service, values, kinds)
+
+    def _loop(self) -> None:
+        # scrape early in each second, so the value belongs to that second whatever the scrape costs
+        while not self._stop.wait(1.05 - (time.time() % 1.0)):
+            self.scrape_once(int(time.time()))
