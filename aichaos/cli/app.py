@@ -52,13 +52,14 @@ def _root(
 
 
 def _register() -> None:
-    from aichaos.cli import cmd_cleanup, cmd_init, cmd_proxy, cmd_run, cmd_schema, cmd_validate
+    from aichaos.cli import cmd_cleanup, cmd_init, cmd_proxy, cmd_run, cmd_schema, cmd_validate, cmd_worker
 
     app.command("run", epilog=EXIT_CODES)(cmd_run.run)
     app.command("validate", epilog=EXIT_CODES)(cmd_validate.validate)
     app.command("init")(cmd_init.init)
     app.command("schema")(cmd_schema.schema)
     app.command("cleanup")(cmd_cleanup.cleanup)
+    app.command("worker")(cmd_worker.worker)
     proxy_app.command("serve")(cmd_proxy.serve)
 
 

@@ -9,7 +9,10 @@ from aichaos.report.formats import (
     PHASE_HEADERS,
     fault_rows,
     gate_rows,
+    load_notes,
     phase_rows,
+    service_metric_headers,
+    service_metric_rows,
 )
 from aichaos.report.journal import Journal
 
@@ -17,6 +20,11 @@ from aichaos.report.journal import Journal
 def render_summary(term: Terminal, journal: Journal) -> None:
     if journal.phases:
         term.table("Phases", PHASE_HEADERS, phase_rows(journal))
+        for note in load_notes(journal):
+            term.info(note)
+        metric_rows = service_metric_rows(journal)
+        if metric_rows:
+            term.table("Service metrics", service_metric_headers(journal), metric_rows)
     if journal.fault_results:
         term.table("Faults", FAULT_HEADERS, fault_rows(journal))
     if journal.gates:

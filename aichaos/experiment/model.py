@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from aichaos.experiment.types import Duration, Strict
 
@@ -126,8 +126,6 @@ class Load(Strict):
             raise ValueError("rate paces the declared requests; a locustfile's users keep their own wait_time")
         if self.rate is not None and (self.wait.min or self.wait.max):
             raise ValueError("give either rate (pacing) or wait (think time), not both")
-        if self.remote_workers and not self.workers and self.master_bind == "127.0.0.1":
-            raise ValueError("remote workers cannot reach a master bound to 127.0.0.1: set master_bind")
         return self
 
     @property
@@ -167,6 +165,14 @@ class Bound(Strict):
         return self
 
 
+def _check_selector(text: str) -> str:
+    from aichaos.metrics.scrape import parse_selector
+
+    parse_selector(text)
+    return text
+
+
+Selector = Annotated[str, AfterValidator(_check_selector)]
 SERVICE_METRICS_DOC = ("scraped service metrics: {service: {metric: bound}}; a metric is a Prometheus name, "
                        'optionally with labels, e.g. model_queue_depth or model_requests_total{status="503"}')
 
@@ -177,7 +183,7 @@ class Slo(Strict):
     p99_ms: Bound | None = None
     error_rate: Bound | None = None
     rps: Bound | None = None
-    metrics: dict[str, dict[str, Bound]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
+    metrics: dict[str, dict[Selector, Bound]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
 
     def bounds(self) -> dict[str, Bound]:
         """Every bound, by metric: request metrics by name, scraped ones as ``service/selector``."""
@@ -185,16 +191,6 @@ class Slo(Strict):
         out.update({f"{service}/{selector}": bound for service, series in self.metrics.items()
                     for selector, bound in series.items()})
         return out
-
-    @field_validator("metrics")
-    @classmethod
-    def _selectors(cls, value: dict[str, dict[str, Bound]]) -> dict[str, dict[str, Bound]]:
-        from aichaos.metrics.scrape import parse_selector
-
-        for series in value.values():
-            for selector in series:
-                parse_selector(selector)
-        return value
 
 
 class SteadyState(Strict):
@@ -266,17 +262,12 @@ class StopCondition(Strict):
     p95_ms: Threshold | None = None
     p99_ms: Threshold | None = None
     error_rate: Threshold | None = None
-    metrics: dict[str, dict[str, Threshold]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
+    metrics: dict[str, dict[Selector, Threshold]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
 
     @model_validator(mode="after")
     def _one(self) -> StopCondition:
         if len(self.conditions()) != 1:
             raise ValueError("each stop condition names exactly one metric")
-        from aichaos.metrics.scrape import parse_selector
-
-        for series in self.metrics.values():
-            for selector in series:
-                parse_selector(selector)
         return self
 
     def conditions(self) -> dict[str, Threshold]:

@@ -105,7 +105,7 @@ class LoadGenerator:
             kind = msg.get("type")
             if kind == "samples":
                 self.users = int(msg.get("users", 0))
-                if msg.get("buckets") or self.users:  # sent just after a second ends: that second's users
+                if not msg.get("final"):  # sent just after a second ends: that second's users
                     self.store.set_users(int(time.time() - 0.5), self.users)
                 for b in msg.get("buckets", []):
                     self.store.add(Bucket.from_json(b))

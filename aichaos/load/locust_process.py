@@ -326,7 +326,7 @@ def run_main(spec: dict[str, Any]) -> int:
     else:
         runner.quit()
     gevent.sleep(0)
-    emit({"type": "samples", "users": 0, "buckets": collector.take()})
+    emit({"type": "samples", "users": 0, "buckets": collector.take(), "final": True})
     emit({"type": "done", "locust_total": env.stats.total.num_requests, "collected_total": collector.total})
     return 0
 

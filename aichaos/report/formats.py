@@ -12,20 +12,68 @@ def _ms(value: float | None) -> str:
 
 
 def phase_rows(journal: Journal) -> list[list[str]]:
-    """One row per phase: name, duration, requests, rps, p50, p95, p99, error rate, faults."""
+    """One row per phase: name, duration, users, requests, rps (and its share of the expected
+    rate), p50, p95, p99, error rate, faults."""
     rows = []
     for phase in journal.phases:
         m = phase.metrics
         faults = ", ".join(f["description"] for f in journal.faults if f["phase"] == phase.name)
+        users = "-" if phase.users is None else f"{phase.users:.0f}"
         if m is None:
-            rows.append([phase.name, f"{phase.end - phase.start:.0f}s", "-", "-", "-", "-", "-", "-", faults])
+            rows.append([phase.name, f"{phase.end - phase.start:.0f}s", users, "-", "-", "-", "-", "-", "-",
+                         faults])
             continue
-        rows.append([phase.name, f"{phase.end - phase.start:.0f}s", str(m.count), f"{m.rps:.1f}",
+        rps = f"{m.rps:.1f}"
+        if phase.load_ratio is not None:
+            rps += f" ({phase.load_ratio:.0%})"
+        rows.append([phase.name, f"{phase.end - phase.start:.0f}s", users, str(m.count), rps,
                      _ms(m.p50_ms), _ms(m.p95_ms), _ms(m.p99_ms), f"{m.error_rate:.2%}", faults])
     return rows
 
 
-PHASE_HEADERS = ["phase", "length", "requests", "rps", "p50 ms", "p95 ms", "p99 ms", "errors", "faults"]
+PHASE_HEADERS = ["phase", "length", "users", "requests", "rps (of expected)", "p50 ms", "p95 ms", "p99 ms",
+                 "errors", "faults"]
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
+def service_metric_rows(journal: Journal) -> list[list[str]]:
+    """One row per scraped metric that an SLO or stop condition reads: its summary in each phase
+    (a gauge's mean, a counter's rate per second, a ratio of increases)."""
+    from aichaos.metrics.scrape import mean_value, parse_selector
+
+    keys = [k for k in (journal.baseline.scraped if journal.baseline else {})]
+    rows = []
+    for key in keys:
+        service, _, selector = key.partition("/")
+        query = parse_selector(selector)
+        row = [key]
+        for phase in journal.phases:
+            start = journal.analysis_start if phase is journal.phases[0] else int(phase.start)
+            row.append(_value(mean_value(journal.scrapes, service, query, start, int(phase.end))))
+        rows.append(row)
+    return rows
+
+
+def service_metric_headers(journal: Journal) -> list[str]:
+    return ["service metric (gauge: mean, counter: per s)", *[p.name for p in journal.phases]]
+
+
+def load_notes(journal: Journal) -> list[str]:
+    """Plain-language notes on the load: a load that fell short, the error budget spent."""
+    notes = []
+    for phase in journal.phases:
+        ratio = phase.load_ratio
+        if ratio is not None and ratio < 0.8 and phase.metrics is not None and phase.expected_rps is not None:
+            kind = "offered" if phase.offered_rps is not None else "expected from the baseline"
+            notes.append(f"{phase.name}: the load achieved {phase.metrics.rps:.1f} req/s of {phase.expected_rps:.1f} "
+                         f"{kind} ({ratio:.0%}): the service slowed the load down, so fewer requests saw the fault")
+    if journal.error_budget_spent is not None:
+        notes.append(f"error budget spent over the run: {journal.error_budget_spent:.0%} of what the error-rate SLO "
+                     "allows for as many requests")
+    return notes
 GATE_HEADERS = ["gate", "phase", "value", "limit", "result"]
 
 
@@ -82,6 +130,12 @@ def markdown(journal: Journal) -> str:
     if journal.experiment.get("description"):
         out += [journal.experiment["description"], ""]
     out += ["## Phases", "", table(PHASE_HEADERS, phase_rows(journal)), ""]
+    notes = load_notes(journal)
+    if notes:
+        out += [f"- {n}" for n in notes] + [""]
+    metric_rows = service_metric_rows(journal)
+    if metric_rows:
+        out += ["## Service metrics", "", table(service_metric_headers(journal), metric_rows), ""]
     if journal.fault_results:
         out += ["## Faults", "", table(FAULT_HEADERS, fault_rows(journal)), ""]
     if journal.gates:

@@ -45,13 +45,24 @@ class PhaseRecord:
     offered_rps: float | None = None  # the paced rate the plan asked for; None for a closed loop
     users: float | None = None  # mean users the load process reported running
     error_budget_spent: float | None = None
+    # what the load should have sent: the paced rate, or for a closed loop the baseline's rate per
+    # user times this phase's users; achieved well under it means the load slowed with the service
+    expected_rps: float | None = None
+
+    @property
+    def load_ratio(self) -> float | None:
+        if self.metrics is None or not self.expected_rps:
+            return None
+        return self.metrics.rps / self.expected_rps
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {"name": self.name, "start": self.start, "end": self.end, "start_offset_s": self.start - t0,
                 "end_offset_s": self.end - t0, "metrics": self.metrics.to_json() if self.metrics else None,
                 "offered_rps": None if self.offered_rps is None else round(self.offered_rps, 3),
                 "users": None if self.users is None else round(self.users, 2),
-                "error_budget_spent": None if self.error_budget_spent is None else round(self.error_budget_spent, 4)}
+                "error_budget_spent": None if self.error_budget_spent is None else round(self.error_budget_spent, 4),
+                "expected_rps": None if self.expected_rps is None else round(self.expected_rps, 3),
+                "load_ratio": None if self.load_ratio is None else round(self.load_ratio, 4)}
 
 
 @dataclass
@@ -94,6 +105,7 @@ class Journal:
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     t0: float | None = None
+    analysis_start: int = 0  # t0 plus the warm-up: the first second the analysis reads
     status: str = "running"
     verdict: str = ""
     exit_code: int = ExitCode.OK
@@ -206,6 +218,7 @@ def analyse(journal: Journal, experiment: Experiment) -> None:
     t0 = journal.t0
     first = journal.phases[0]
     analysis_start = int(t0 + steady.warmup)
+    journal.analysis_start = analysis_start
     baseline_end = int(first.end)
     queries = queries_of(experiment)
     scrapes = journal.scrapes
@@ -219,6 +232,12 @@ def analyse(journal: Journal, experiment: Experiment) -> None:
         phase.offered_rps = sum(offered) / len(offered) if offered and len(offered) == end - start else None
         users = [journal.users[s] for s in range(start, end) if s in journal.users]
         phase.users = sum(users) / len(users) if users else None
+    per_user = journal.baseline.rps / first.users if first.users else None
+    for phase in journal.phases:
+        if phase.offered_rps is not None:
+            phase.expected_rps = phase.offered_rps
+        elif per_user is not None and phase.users is not None:
+            phase.expected_rps = per_user * phase.users
     run_end = int(journal.phases[-1].end)
     journal.error_budget_spent = error_budget_spent(metrics_of(buckets, analysis_start, run_end), steady.slo)
     journal.windows = windows(buckets, analysis_start, run_end, width, steady.min_requests, steady.slo,

@@ -184,3 +184,50 @@ def test_schema_describes_the_format():
     assert {"version", "name", "stack", "load", "steady_state", "phases"} <= set(schema["required"])
     assert schema["additionalProperties"] is False
     assert "latency" in str(schema["$defs"]["LatencyFault"])
+
+
+def test_slo_on_metrics_of_an_unknown_service_suggests_one(files):
+    text = EXPERIMENT.replace("slo: {p95_ms: {max: 100}}",
+                              "slo:\n    p95_ms: {max: 100}\n    metrics:\n      frontnd: {q: {max: 1}}")
+    [p] = problems(files(text))
+    assert p.key == "steady_state.slo.metrics.frontnd"
+    assert p.line == line_of(text, "frontnd")
+    assert "did you mean 'frontend'" in p.message
+
+
+def test_slo_on_metrics_of_a_service_that_exports_none(files):
+    text = EXPERIMENT.replace("slo: {p95_ms: {max: 100}}",
+                              "slo:\n    p95_ms: {max: 100}\n    metrics:\n      backend: {q: {max: 1}}")
+    [p] = problems(files(text))
+    assert p.key == "steady_state.slo.metrics.backend"
+    assert "no metrics path" in p.message
+
+
+def test_bad_metric_selector_names_its_line(files):
+    text = EXPERIMENT.replace("slo: {p95_ms: {max: 100}}",
+                              "slo:\n    p95_ms: {max: 100}\n    metrics:\n      frontend: {'q{a=1}': {max: 1}}")
+    [p] = problems(files(text))
+    assert p.key.startswith("steady_state.slo.metrics")
+    assert p.line == line_of(text, "q{a=1}")
+    assert "not a metric selector" in p.message
+
+
+def test_stop_condition_on_a_scraped_metric_is_checked_too(files):
+    text = EXPERIMENT + "stop_when:\n  - metrics: {gatway: {q: {above: 1}}}\n"
+    [p] = problems(files(text))
+    assert p.key == "stop_when[0].metrics.gatway"
+
+
+def test_missing_locustfile_is_an_error_with_its_line(files):
+    text = EXPERIMENT.replace("  requests:\n    - {name: work, method: POST, path: /work, json: {text: \"{{ words(5) }}\"}}",
+                              "  locustfile: nowhere.py")
+    [p] = problems(files(text))
+    assert p.key == "load.locustfile"
+    assert p.line == line_of(text, "locustfile")
+    assert "not found" in p.message
+
+
+def test_misspelled_shape_key_suggests(files):
+    text = EXPERIMENT.replace("users: 2", "users: 2\n  shape: {type: spike, peak: 5, fro: 2s}")
+    found = problems(files(text))
+    assert any("fro" in p.key and "did you mean 'for'" in p.message for p in found)
