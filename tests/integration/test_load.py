@@ -5,7 +5,6 @@ conditions. All on the plain stack, on 127.0.0.1."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -127,10 +126,10 @@ phases:
   - {name: after, duration: 3s}
 """)
     run_dir = tmp_path / "run"
-    proc = subprocess.Popen(AICHAOS + ["run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, text=True,
+    proc = subprocess.Popen([*AICHAOS, "run", str(path), "--run-dir", str(run_dir)], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(3)  # the stack comes up and the master waits for its worker
-    worker = subprocess.Popen(AICHAOS + ["worker", "--master", f"127.0.0.1:{port}"], cwd=ROOT, text=True,
+    worker = subprocess.Popen([*AICHAOS, "worker", "--master", f"127.0.0.1:{port}"], cwd=ROOT, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         out, err = proc.communicate(timeout=120)
