@@ -129,7 +129,9 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
 def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, journal: Journal,
              state: RunState, store: SampleStore, applied: list[AppliedFault], run_dir: Path,
              runtime_name: str, holder: dict[str, Any]) -> None:
-    from aichaos.faults.network import apply_network_fault
+    from aichaos.experiment.model import ModelSwapFault
+    from aichaos.faults.apply import FaultContext, apply_fault
+    from aichaos.faults.hooks import Prober
     from aichaos.load.generator import LoadGenerator, load_spec
     from aichaos.load.schedule import plan_load
     from aichaos.proxy.backend import start_proxy_backend
@@ -171,6 +173,14 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     scraper = Scraper(targets, journal.scrapes)
     holder["scraper"] = scraper
     scraper.start()
+    # a model swap is measured against the answers given before any fault: take them now
+    swaps = {f.service: f for p in experiment.phases for f in p.faults if isinstance(f, ModelSwapFault)}
+    for name, swap in swaps.items():
+        running = handle.services[name]
+        prober = Prober(name, f"http://{running.host}:{running.port}", swap.probe, journal.scrapes)
+        holder.setdefault("probers", []).append(prober)
+        prober.start()
+    context = FaultContext(client, runtime, handle, loaded.stack, run_dir / "logs", record_started, state.helpers)
 
     plan = plan_load(experiment.load, experiment.phases)
     target = handle.services[experiment.load.target]
@@ -202,7 +212,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         journal.phases.append(record)
         _sleep_until(phase_start, store, journal, load, runtime, backend, loaded)
         for i, fault in enumerate(phase.faults):
-            fault_record = apply_network_fault(fault, phase.name, i, client)  # every fault type is a network one so far
+            fault_record = apply_fault(fault, phase.name, i, context)
             applied.append(fault_record)
             state.faults = [f.undo_record for f in applied if not f.reverted]
             state.save()
@@ -299,6 +309,8 @@ def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], ho
     load, runtime, backend = holder.get("load"), holder.get("runtime"), holder.get("backend")
     if holder.get("scraper") is not None:
         holder["scraper"].stop()
+    for prober in holder.get("probers", []):
+        prober.stop()
     for fault in applied:
         if not fault.reverted:
             _revert(fault, journal, report)

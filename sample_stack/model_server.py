@@ -87,6 +87,8 @@ class ModelService:
         m.describe("model_inference_seconds", "histogram", "Time of one batch's forward pass")
         m.describe("model_queue_depth", "gauge", "Requests waiting for a batch")
         m.describe("model_device_memory_bytes", "gauge", "Memory in use on the model's device")
+        m.describe("model_device_memory_free_bytes", "gauge",
+                   "Free memory on the model's device (CUDA free memory, or MemAvailable on the host)")
         m.describe("model_info", "gauge", "Model version and device")
         m.describe("model_ready", "gauge", "1 once the model is loaded and warmed")
         self.models = {"v1": build_model("v1", self.device), "v2": build_model("v2", self.device)}
@@ -95,6 +97,7 @@ class ModelService:
         self.faults_token = args.faults_token
         self.ballast: torch.Tensor | None = None
         self.deadline = args.deadline_ms / 1000
+        self.memory_reserve = args.memory_reserve_mb * 2**20
         self.batcher = Batcher(self._run_batch, max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000,
                                max_queue=args.max_queue, on_batch=self._on_batch, deliver=self._deliver)
         self.loop: asyncio.AbstractEventLoop | None = None  # set by the first request
@@ -132,6 +135,10 @@ class ModelService:
         if faults.oom_next_batch:
             faults.oom_next_batch = False
             self._out_of_memory(len(token_lists))
+        if self.memory_reserve and self.device_memory_free() < self.memory_reserve:
+            # another tenant took the device's memory: refuse rather than be killed mid-batch
+            raise OutOfMemory(f"free {self.device.type} memory below the {self.memory_reserve // 2**20} MiB reserve "
+                              f"in a batch of {len(token_lists)}")
         started = time.perf_counter()
         results = self._forward(token_lists)
         if faults.slowdown > 1:
@@ -150,6 +157,15 @@ class ModelService:
             except torch.cuda.OutOfMemoryError as exc:
                 raise OutOfMemory(f"CUDA out of memory in a batch of {size}: {str(exc).splitlines()[0]}") from exc
         raise OutOfMemory(f"out of memory in a batch of {size} (simulated on {self.device.type})")
+
+    def device_memory_free(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.mem_get_info(self.device)[0])
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        return 0
 
     def device_memory(self) -> int:
         if self.device.type == "cuda":
@@ -269,6 +285,7 @@ class ModelService:
             m = self.metrics
             m.set("model_queue_depth", self.batcher.depth)
             m.set("model_device_memory_bytes", self.device_memory(), device=self.device.type)
+            m.set("model_device_memory_free_bytes", self.device_memory_free(), device=self.device.type)
             m.set("model_info", 1, version=self.version, device=self.device.type)
             return text_response(200, m.render())
         if request.path == "/admin/faults":
@@ -315,6 +332,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-queue", type=int, default=int(env("MODEL_MAX_QUEUE", "256")))
     p.add_argument("--deadline-ms", type=float, default=float(env("MODEL_DEADLINE_MS", "5000")))
     p.add_argument("--threads", type=int, default=int(env("MODEL_THREADS", "1")))
+    p.add_argument("--memory-reserve-mb", type=int, default=int(env("MODEL_MEMORY_RESERVE_MB", "0")),
+                   help="refuse batches (507) while the device's free memory is below this; 0: never")
     p.add_argument("--enable-faults", action="store_true", default=env("MODEL_FAULTS_ENABLED") == "1")
     p.add_argument("--faults-token", default=env("MODEL_FAULTS_TOKEN", ""))
     args = p.parse_args(argv)

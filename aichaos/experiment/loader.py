@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aichaos.errors import ExperimentError, Problem
-from aichaos.experiment.model import NETWORK_FAULTS, Experiment
+from aichaos.experiment.model import HOOK_FAULTS, NETWORK_FAULTS, SERVICE_FAULTS, DependencyDownFault, Experiment
 from aichaos.experiment.stack import Stack
 from aichaos.experiment.yamlpos import KeyPath, Located, format_path, load_yaml
 
@@ -218,17 +218,31 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
                 hint = f"; did you mean {close[0]!r}?" if close else f"; edges: {', '.join(edges) or 'none'}"
                 problems.append(Problem(located.file, located.line_of(key), format_path(key),
                                         f"no edge {fault.edge!r} in the stack{hint}"))
-    scraped: list[tuple[KeyPath, str]] = [(("steady_state", "slo", "metrics", name), name)
-                                          for name in experiment.steady_state.slo.metrics]
-    scraped += [(("stop_when", i, "metrics", name), name) for i, c in enumerate(experiment.stop_when)
-                for name in c.metrics]
-    for key, name in scraped:
+            if isinstance(fault, SERVICE_FAULTS):
+                key = ("phases", i, "faults", j, "service")
+                where = (located.file, located.line_of(key), format_path(key))
+                if fault.service not in stack.services:
+                    close = difflib.get_close_matches(fault.service, services, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
+                    problems.append(Problem(*where, f"no service {fault.service!r} in the stack{hint}"))
+                elif isinstance(fault, HOOK_FAULTS) and stack.services[fault.service].hooks is None:
+                    problems.append(Problem(*where, f"{fault.type} needs the fault hooks of {fault.service!r}: "
+                                                    "declare them in the stack file (hooks: {path: /admin/faults, "
+                                                    "token_env: ...})"))
+                elif isinstance(fault, DependencyDownFault) and not stack.edges_into(fault.service):
+                    problems.append(Problem(*where, f"no service depends on {fault.service!r}: nothing to cut off"))
+    slo_metrics = experiment.steady_state.slo.metrics
+    scraped: list[tuple[KeyPath, str, list[str]]] = [(("steady_state", "slo", "metrics", name), name, list(series))
+                                                     for name, series in slo_metrics.items()]
+    scraped += [(("stop_when", i, "metrics", name), name, list(series)) for i, c in enumerate(experiment.stop_when)
+                for name, series in c.metrics.items()]
+    for key, name, selectors in scraped:
         if name not in stack.services:
             close = difflib.get_close_matches(name, services, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
             problems.append(Problem(located.file, located.line_of(key), format_path(key),
                                     f"no service {name!r} in the stack{hint}"))
-        elif stack.services[name].metrics is None:
+        elif stack.services[name].metrics is None and not all(s.startswith("aichaos_") for s in selectors):
             problems.append(Problem(located.file, located.line_of(key), format_path(key),
                                     f"service {name!r} has no metrics path in the stack file "
                                     "(add e.g. metrics: /metrics to it)"))

@@ -311,9 +311,142 @@ class DownFault(Strict):
     edge: str = Field(pattern=EDGE_PATTERN)
 
 
-Fault = Annotated[LatencyFault | BandwidthFault | TimeoutFault | ResetPeerFault | DownFault,
-                  Field(discriminator="type")]
-NETWORK_FAULTS = (LatencyFault, BandwidthFault, TimeoutFault, ResetPeerFault, DownFault)
+class RetryStormFault(Strict):
+    """Latency on a dependency edge past the dependent's own timeout, so that it times out and
+    retries: measured as retry amplification (upstream calls per client request)."""
+
+    type: Literal["retry_storm"]
+    edge: str = Field(pattern=EDGE_PATTERN)
+    latency_ms: int = Field(ge=1, le=3_600_000, description="above the dependent's call timeout")
+
+
+NETWORK_FAULTS = (LatencyFault, BandwidthFault, TimeoutFault, ResetPeerFault, DownFault, RetryStormFault)
+
+
+# ---------------------------------------------------------------- AI faults
+class _ServiceFault(Strict):
+    service: str = Field(description="the stack service it acts on")
+
+
+class InferenceSlowdownFault(_ServiceFault):
+    """Inference takes ``factor`` times as long (through the service's fault hooks)."""
+
+    type: Literal["inference_slowdown"]
+    factor: float = Field(gt=1, le=1000)
+
+
+class InferenceErrorsFault(_ServiceFault):
+    """A share of requests answer an error status (through the fault hooks)."""
+
+    type: Literal["inference_errors"]
+    fraction: float = Field(gt=0, le=1)
+    status: int = Field(500, ge=400, le=599)
+
+
+class InferenceHangFault(_ServiceFault):
+    """Requests wait until the fault ends or their deadline passes (through the fault hooks)."""
+
+    type: Literal["inference_hang"]
+
+
+class OomNextBatchFault(_ServiceFault):
+    """The next batch fails out of memory: a real CUDA OOM on a GPU (through the fault hooks)."""
+
+    type: Literal["oom_next_batch"]
+
+
+class Probe(Strict):
+    """A fixed set of inputs sent straight to the service each second; the share whose answer
+    differs from what the service answered before the fault is the disagreement rate."""
+
+    path: str = Field("/predict", pattern=r"^/")
+    json_body: Any = Field(default_factory=lambda: {"text": "{{ words(lognormal(20, 0.8)) }}"}, alias="json")
+    answer: str = Field("label", description="the answer's field that is compared")
+    count: int = Field(32, ge=1, le=1000)
+
+    @field_validator("json_body")
+    @classmethod
+    def _templates_parse(cls, value: Any) -> Any:
+        from aichaos.load.templates import check_templates
+
+        check_templates(value)
+        return value
+
+
+class ModelSwapFault(_ServiceFault):
+    """Hot-swap the served model version (a bad canary), through the fault hooks; measured by the
+    disagreement rate of a probe set against the answers of the version served before."""
+
+    type: Literal["model_swap"]
+    version: str = Field(min_length=1, max_length=100)
+    probe: Probe = Field(default_factory=lambda: Probe())
+
+
+class DeviceMemoryPressureFault(_ServiceFault):
+    """A co-tenant process takes accelerator memory (host memory on a machine without CUDA)."""
+
+    type: Literal["device_memory_pressure"]
+    mb: int | None = Field(None, ge=1, le=10_000_000, description="memory to take, in MiB")
+    share: float | None = Field(None, gt=0, le=0.95, description="or this share of the free memory")
+
+    @model_validator(mode="after")
+    def _one(self) -> DeviceMemoryPressureFault:
+        if (self.mb is None) == (self.share is None):
+            raise ValueError("give exactly one of mb and share")
+        return self
+
+
+class PipelineStallFault(_ServiceFault):
+    """The service's processes are paused (SIGSTOP; docker pause): a feature pipeline stops refreshing."""
+
+    type: Literal["pipeline_stall"]
+
+
+class ColdStartFault(_ServiceFault):
+    """The service is killed and started again; measured as its time to ready and the errors meanwhile."""
+
+    type: Literal["cold_start"]
+
+
+class DependencyDownFault(_ServiceFault):
+    """Every edge into the service goes down: the dependency is unreachable from all its dependents."""
+
+    type: Literal["dependency_down"]
+
+
+class InputSurgeFault(Strict):
+    """The load shifts to other inputs for the phase: these body fields replace the requests' own."""
+
+    type: Literal["input_surge"]
+    json_body: dict[str, Any] = Field(alias="json", min_length=1,
+                                      description='e.g. {text: "{{ words(lognormal(300, 0.3)) }}"}')
+
+    @field_validator("json_body")
+    @classmethod
+    def _templates_parse(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from aichaos.load.templates import check_templates
+
+        check_templates(value)
+        return value
+
+
+class TrafficSpikeFault(Strict):
+    """The load's level (users, or the paced rate) times ``factor`` for the phase."""
+
+    type: Literal["traffic_spike"]
+    factor: float = Field(gt=0, le=1000)
+
+
+HOOK_FAULTS = (InferenceSlowdownFault, InferenceErrorsFault, InferenceHangFault, OomNextBatchFault, ModelSwapFault)
+LOAD_FAULTS = (InputSurgeFault, TrafficSpikeFault)
+SERVICE_FAULTS = (*HOOK_FAULTS, DeviceMemoryPressureFault, PipelineStallFault, ColdStartFault, DependencyDownFault)
+
+Fault = Annotated[
+    LatencyFault | BandwidthFault | TimeoutFault | ResetPeerFault | DownFault | RetryStormFault
+    | InferenceSlowdownFault | InferenceErrorsFault | InferenceHangFault | OomNextBatchFault | ModelSwapFault
+    | DeviceMemoryPressureFault | PipelineStallFault | ColdStartFault | DependencyDownFault
+    | InputSurgeFault | TrafficSpikeFault,
+    Field(discriminator="type")]
 
 
 class Phase(Strict):
@@ -359,6 +492,15 @@ class Experiment(Strict):
                                  "set load.rate to pace the whole run")
             if phase.load.requests is not None and self.load.locustfile is not None:
                 raise ValueError(f"phase {phase.name!r} changes requests, but the load comes from a locustfile")
+        for phase in self.phases:
+            surges = [f for f in phase.faults if isinstance(f, InputSurgeFault)]
+            if surges and self.load.locustfile is not None:
+                raise ValueError(f"phase {phase.name!r}: input_surge changes the declared requests, but the load "
+                                 "comes from a locustfile")
+            if surges and phase.load is not None and phase.load.requests is not None:
+                raise ValueError(f"phase {phase.name!r}: give either load.requests or an input_surge fault")
+            if len(surges) > 1 or sum(isinstance(f, TrafficSpikeFault) for f in phase.faults) > 1:
+                raise ValueError(f"phase {phase.name!r}: at most one input_surge and one traffic_spike")
         return self
 
     @property

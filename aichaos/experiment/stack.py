@@ -46,6 +46,15 @@ class LocalOverride(Strict):
     command: list[str] = Field(min_length=1)
 
 
+class Hooks(Strict):
+    """The service's fault hooks (the protocol in sample_stack/README.md): POST a JSON object of
+    faults to ``path``, GET the current ones, with ``Authorization: Bearer <token>``."""
+
+    path: str = Field("/admin/faults", pattern=r"^/")
+    token_env: str | None = Field(None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                  description="the service's environment variable that holds the token")
+
+
 class Service(Strict):
     command: list[str] = Field(min_length=1, description="argv; {port} is replaced by the service's port")
     image: str | None = Field(None, description="image for the docker runtime")
@@ -55,6 +64,7 @@ class Service(Strict):
     depends_on: dict[str, Edge] = Field(default_factory=dict)
     local: LocalOverride | None = None
     stop_timeout: Duration = 5.0
+    hooks: Hooks | None = Field(None, description="fault hooks for AI faults (inference_*, model_swap, oom)")
     metrics: str | None = Field(None, pattern=r"^/", description="Prometheus metrics path, scraped every second "
                                                                "into the run's time line, e.g. /metrics")
 
@@ -76,6 +86,9 @@ class Stack(Strict):
                     raise ValueError(f"service {name!r} depends on itself")
         self.start_order()  # raises on a cycle
         return self
+
+    def edges_into(self, dependency: str) -> list[str]:
+        return [f"{name}->{dependency}" for name, s in self.services.items() if dependency in s.depends_on]
 
     @property
     def edges(self) -> list[str]:

@@ -20,6 +20,7 @@ class AppliedFault:
     undo_record: dict[str, Any] = field(default_factory=dict)  # what `aichaos cleanup` needs
     reverted_at: float | None = None
     revert_error: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)  # what the fault observed (e.g. time to ready)
 
     @property
     def reverted(self) -> bool:
@@ -35,4 +36,4 @@ class AppliedFault:
     def to_json(self) -> dict[str, Any]:
         return {"phase": self.phase, "type": self.type, "target": self.target, "description": self.description,
                 "spec": self.spec, "applied_at": self.applied_at, "reverted_at": self.reverted_at,
-                "revert_error": self.revert_error}
+                "revert_error": self.revert_error, "detail": self.detail}

@@ -15,7 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aichaos.experiment.model import Load, Phase, RampShape, RequestSpec, Shape, SpikeShape, StepShape
+from aichaos.experiment.model import (
+    InputSurgeFault,
+    Load,
+    Phase,
+    RampShape,
+    RequestSpec,
+    Shape,
+    SpikeShape,
+    StepShape,
+    TrafficSpikeFault,
+)
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,14 @@ def plan_load(load: Load, phases: list[Phase]) -> Plan:
     start = 0
     for phase in phases:
         override = phase.load
+        spike = next((f.factor for f in phase.faults if isinstance(f, TrafficSpikeFault)), 1.0)
+        surge = next((f for f in phase.faults if isinstance(f, InputSurgeFault)), None)
         mix = 0
         if override is not None and override.requests is not None:
             mixes.append(list(override.requests))
+            mix = len(mixes) - 1
+        elif surge is not None:
+            mixes.append([surged(r, surge) for r in load.requests])
             mix = len(mixes) - 1
         for k in range(int(phase.duration)):
             second = start + k
@@ -83,12 +98,21 @@ def plan_load(load: Load, phases: list[Phase]) -> Plan:
                     level = override.rate
                 if override.shape is not None:
                     level = shape_level(override.shape, k, phase.duration, level)
+            level *= spike
             if paced:
                 levels.append(Level(users=users, rate=max(0.0, level), mix=mix))
             else:
                 levels.append(Level(users=max(0, round(level)), rate=None, mix=mix))
         start += int(phase.duration)
     return Plan(levels=levels, mixes=mixes)
+
+
+def surged(request: RequestSpec, surge: InputSurgeFault) -> RequestSpec:
+    """``request`` with the surge's body fields in place of its own (a body that is not an object
+    is left alone: there is no field to replace)."""
+    if not isinstance(request.json_body, dict):
+        return request
+    return request.model_copy(update={"json_body": {**request.json_body, **surge.json_body}})
 
 
 def offered_rate(plan: Plan, start: int, end: int) -> float | None:

@@ -117,12 +117,18 @@ class ScrapeStore:
     kinds: dict[str, dict[str, str]] = field(default_factory=dict)  # service -> series -> kind
     failures: dict[str, int] = field(default_factory=dict)
     last_error: dict[str, str] = field(default_factory=dict)
+    scraped: dict[int, set[str]] = field(default_factory=dict)  # services scraped successfully, by second
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, second: int, service: str, values: dict[str, float], kinds: dict[str, str]) -> None:
+    def add(self, second: int, service: str, values: dict[str, float], kinds: dict[str, str],
+            scraped: bool = True) -> None:
+        """Add a service's values for a second, merged with any others of that second: aichaos's
+        own series (a probe's, ``scraped=False``) live beside the scraped ones."""
         with self._lock:
-            self.series.setdefault(second, {})[service] = values
+            self.series.setdefault(second, {}).setdefault(service, {}).update(values)
             self.kinds.setdefault(service, {}).update(kinds)
+            if scraped:
+                self.scraped.setdefault(second, set()).add(service)
 
     def fail(self, service: str, error: str) -> None:
         with self._lock:
@@ -131,13 +137,22 @@ class ScrapeStore:
 
     def snapshot(self) -> ScrapeStore:
         with self._lock:
-            return ScrapeStore({s: dict(v) for s, v in self.series.items()},
+            return ScrapeStore({s: {k: dict(d) for k, d in v.items()} for s, v in self.series.items()},
                                {k: dict(v) for k, v in self.kinds.items()}, dict(self.failures),
-                               dict(self.last_error))
+                               dict(self.last_error), {s: set(v) for s, v in self.scraped.items()})
 
     def to_json(self) -> dict[str, Any]:
         return {"kinds": self.kinds, "failures": self.failures, "last_error": self.last_error,
-                "series": [{"second": s, "services": v} for s, v in sorted(self.series.items())]}
+                "series": [{"second": s, "services": v, "scraped": sorted(self.scraped.get(s, ()))}
+                           for s, v in sorted(self.series.items())]}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ScrapeStore:
+        """The store back from a journal's ``scrapes``, to analyse a finished run again."""
+        return cls(series={int(e["second"]): e["services"] for e in data.get("series", [])},
+                   kinds=data.get("kinds", {}), failures=data.get("failures", {}),
+                   last_error=data.get("last_error", {}),
+                   scraped={int(e["second"]): set(e.get("scraped", ())) for e in data.get("series", [])})
 
 
 def _points(store: ScrapeStore, service: str, selector: Selector, start: int, end: int) -> tuple[str, list[float]]:
@@ -159,7 +174,7 @@ def _points(store: ScrapeStore, service: str, selector: Selector, start: int, en
         present = [scraped[k] for k in keys if k in scraped]
         if present:
             points.append(sum(present) if kind == "counter" else max(present))
-        elif kind == "counter":
+        elif kind == "counter" and service in store.scraped.get(second, ()):
             points.append(0.0)
     return kind, points
 

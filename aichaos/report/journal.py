@@ -168,6 +168,7 @@ class Journal:
             "started_at": self.started_at,
             "ended_at": self.ended_at,
             "t0": self.t0,
+            "analysis_start": self.analysis_start,
             "status": self.status,
             "verdict": self.verdict,
             "exit_code": self.exit_code,

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from aichaos.errors import AichaosError
 from aichaos.runtime.state import RunState
@@ -40,22 +41,40 @@ def _kill_group(pid: int) -> bool:
         return False
 
 
+def _undo(undo: dict[str, Any], state: RunState) -> str:
+    """Revert one fault from its undo record; says what was done."""
+    from aichaos.faults.hooks import HookClient
+    from aichaos.proxy.client import ToxiproxyClient
+
+    try:
+        if "hooks_url" in undo:
+            HookClient(undo["hooks_url"], undo.get("token"), timeout=3.0).post(undo["restore"])
+            return f"restored {', '.join(undo['restore'])} through {undo['hooks_url']}"
+        if "resume_pid" in undo:
+            pid = int(undo["resume_pid"])
+            if state.is_ours(pid):
+                os.killpg(pid, signal.SIGCONT)
+                return f"resumed paused process group {pid}"
+            return f"paused process group {pid} is gone already"
+        client = ToxiproxyClient(undo["proxy_url"], timeout=3.0)
+        if "toxic" in undo:
+            client.remove_toxic(undo["proxy"], undo["toxic"])
+            return f"removed toxic {undo['toxic']} from {undo['proxy']}"
+        proxies = undo.get("proxies") or [undo["proxy"]]
+        for proxy in proxies:
+            client.set_enabled(proxy, True)
+        return f"re-enabled proxy {', '.join(proxies)}"
+    except (AichaosError, OSError) as exc:
+        return f"could not revert {undo}: {getattr(exc, 'message', exc)}"
+
+
 def clean_run(state: RunState) -> list[str]:
     """Revert faults, delete proxies, kill processes. Returns a line per thing done."""
     from aichaos.proxy.client import ToxiproxyClient
 
     done: list[str] = []
     for undo in state.faults:
-        client = ToxiproxyClient(undo["proxy_url"], timeout=3.0)
-        try:
-            if "toxic" in undo:
-                client.remove_toxic(undo["proxy"], undo["toxic"])
-                done.append(f"removed toxic {undo['toxic']} from {undo['proxy']}")
-            elif undo.get("enable"):
-                client.set_enabled(undo["proxy"], True)
-                done.append(f"re-enabled proxy {undo['proxy']}")
-        except AichaosError as exc:
-            done.append(f"could not revert {undo}: {exc.message}")
+        done.append(_undo(undo, state))
     if state.proxy_url and state.proxy_pid is None:  # an external proxy: remove what the run created
         client = ToxiproxyClient(state.proxy_url, timeout=3.0)
         for name in state.proxies:

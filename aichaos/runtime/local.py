@@ -65,6 +65,7 @@ class LocalRuntime:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.services: dict[str, Service] = {}
         self.logs: dict[str, Path] = {}
+        self.launch: dict[str, tuple[Service, int, dict[str, str]]] = {}  # what restart_service repeats
 
     def _argv(self, service: Service, port: int) -> list[str]:
         argv = list(service.local.command if service.local else service.command)
@@ -95,6 +96,7 @@ class LocalRuntime:
             self.processes[name] = process
             self.services[name] = service
             self.logs[name] = log_path
+            self.launch[name] = (service, port, env)
         return RunningService(name=name, host="127.0.0.1", port=port, pid=process.pid, log_path=log_path)
 
     def exit_reason(self, name: str) -> str | None:
@@ -118,7 +120,6 @@ class LocalRuntime:
         process = self.processes.get(name)
         return process is not None and process.poll() is None
 
-
     def kill_service(self, name: str) -> None:
         process = self.processes[name]
         try:
@@ -126,6 +127,23 @@ class LocalRuntime:
         except ProcessLookupError:
             pass
         process.wait(5)
+
+    def restart_service(self, name: str) -> RunningService:
+        """Kill the service (SIGKILL, a crash) and start it again on the same port with the same
+        environment; the caller waits for readiness (``wait_ready``)."""
+        self.kill_service(name)
+        service, port, env = self.launch[name]
+        return self.start_service(name, service, port, env)
+
+    def pause_service(self, name: str) -> None:
+        """Freeze every process of the service (SIGSTOP to its group), like ``docker pause``."""
+        os.killpg(self.processes[name].pid, signal.SIGSTOP)
+
+    def resume_service(self, name: str) -> None:
+        try:
+            os.killpg(self.processes[name].pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
 
     def teardown(self, hurry: bool = False) -> list[str]:
         """Stop every service, dependents first; ``hurry`` (a second Ctrl-C) gives each 0.5 s, not

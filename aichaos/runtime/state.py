@@ -33,12 +33,14 @@ class RunState:
     proxies: list[str] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)  # undo records of applied faults
     kept: bool = False  # the run ended with --keep-stack: its stack is left running on purpose
+    helpers: dict[str, int] = field(default_factory=dict)  # label -> pid of a fault's own process
     starts: dict[str, int] = field(default_factory=dict)  # pid -> start time, to tell a recycled pid
 
     def pids(self) -> dict[str, int]:
         """What the run started (and the run itself), by a label for messages."""
         out = {"aichaos": self.owner_pid, "load": self.load_pid, "proxy": self.proxy_pid}
         out.update({f"service {n}": p for n, p in self.services.items()})
+        out.update(self.helpers)
         return {k: v for k, v in out.items() if v}
 
     def is_ours(self, pid: int) -> bool:
