@@ -214,7 +214,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         for i, fault in enumerate(phase.faults):
             fault_record = apply_fault(fault, phase.name, i, context)
             applied.append(fault_record)
-            state.faults = [f.undo_record for f in applied if not f.reverted]
+            state.faults = [f.undo_record for f in applied if not f.reverted and f.undo_record]
             state.save()
             journal.event("fault_applied", phase.name, fault_record.description, fault_record.applied_at)
             report(f"[{phase.name}] applied {fault_record.description}")
@@ -223,7 +223,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         stopped = _sleep_until(record.end, store, journal, load, runtime, backend, loaded, experiment)
         for fault_record in [f for f in applied if f.phase == phase.name and not f.reverted]:
             _revert(fault_record, journal, report)
-        state.faults = [f.undo_record for f in applied if not f.reverted]
+        state.faults = [f.undo_record for f in applied if not f.reverted and f.undo_record]
         state.save()
         if stopped:
             record.end = time.time()

@@ -192,6 +192,11 @@ class AichaosUser(FastHttpUser):
 
     def on_start(self) -> None:
         PLAN.ready.wait()
+        users, rate, _ = PLAN.level()
+        if rate and users:
+            # users spawned together would fire together every interval: start each at a random phase
+            gevent.sleep(self.rng.random() * users / rate)
+        self.last_start = time.time()
 
     def send_one(self) -> None:
         self.last_start = time.time()

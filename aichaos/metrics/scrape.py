@@ -8,12 +8,16 @@ Selectors name what an SLO reads: a metric name, optionally with labels
 every series of that metric whose labels include the selector's; counters are summed across the
 matches, gauges take the largest.
 
+Each service is scraped late in every second (at about .9) and the values are labelled with that
+second. Faults are applied and reverted on whole seconds, so a scrape never straddles a boundary
+with a fault's first effects: the scrape labelled ``s - 1`` is the state just before second ``s``.
 Over a window of seconds ``[start, end)``:
-- a gauge's value is the range of its scraped values (the SLO holds when the largest is under an
-  upper bound and the smallest over a lower one: "every scrape in the window");
-- a counter's value is its per-second rate between the first and last scrape in the window
-  (a counter that went down was reset: its new value counts as the increase);
-- a ratio is the increase of the first counter over that of the second.
+- a gauge's value is the range of the scrapes labelled ``start … end-1`` (the SLO holds when the
+  largest is under an upper bound and the smallest over a lower one: "every scrape in the window");
+- a counter's value is its per-second rate from the scrape labelled ``start-1`` (just before the
+  window) to the one labelled ``end-1`` (just before its end), so every increment falls in exactly
+  one window (a counter that went down was reset: its new value counts as the increase);
+- a ratio is the increase of the first counter over that of the second, on the same scrapes.
 
 A window with no successful scrape of a series has no value: its SLO does not hold ("n/a"), the
 way a latency SLO does not hold when no request succeeded. Histogram buckets are not kept (their
@@ -191,8 +195,10 @@ def window_value(store: ScrapeStore, service: str, query: Query, start: int, end
     """(lowest, highest) value of ``query`` over seconds [start, end): equal for counters and ratios.
     None when the window holds too few scrapes to say."""
     kind, points = _points(store, service, query.numerator, start, end)
+    if kind == "counter" or query.denominator is not None:  # from just before the window to just before its end
+        kind, points = _points(store, service, query.numerator, start - 1, end)
     if query.denominator is not None:
-        _, below = _points(store, service, query.denominator, start, end)
+        _, below = _points(store, service, query.denominator, start - 1, end)
         if len(points) < 2 or len(below) < 2 or _increase(below) <= 0:
             return None
         ratio = _increase(points) / _increase(below)
@@ -248,6 +254,6 @@ class Scraper:
             self.store.add(second, service, values, kinds)
 
     def _loop(self) -> None:
-        # scrape early in each second, so the value belongs to that second whatever the scrape costs
-        while not self._stop.wait(1.05 - (time.time() % 1.0)):
+        # late in each second: the scrape labelled s is the state just before s + 1 (see the module)
+        while not self._stop.wait((0.9 - time.time() % 1.0) % 1.0 or 1.0):
             self.scrape_once(int(time.time()))

@@ -64,7 +64,7 @@ def _undo(undo: dict[str, Any], state: RunState) -> str:
         for proxy in proxies:
             client.set_enabled(proxy, True)
         return f"re-enabled proxy {', '.join(proxies)}"
-    except (AichaosError, OSError) as exc:
+    except (AichaosError, OSError, KeyError, TypeError, ValueError) as exc:
         return f"could not revert {undo}: {getattr(exc, 'message', exc)}"
 
 

@@ -195,6 +195,27 @@ def test_cleanup_after_kill_9(tmp_path):
     assert "nothing to clean up" in run(["cleanup", "--runs-dir", str(runs)]).stderr
 
 
+def test_cleanup_after_kill_9_resumes_a_paused_service_and_stops_a_co_tenant(tmp_path):
+    runs = tmp_path / "runs"
+    run_dir = runs / "killed"
+    proc = _start(["run", str(PLAIN), "--set", "phases.1.faults=[{type: pipeline_stall, service: backend}, "
+                   "{type: device_memory_pressure, service: backend, mb: 64}]"], run_dir)
+    _wait_for(lambda: len(_state(run_dir).get("faults", [])) == 1 and _state(run_dir).get("helpers"))
+    state = _state(run_dir)
+    [co_tenant] = state["helpers"].values()
+    backend = state["services"]["backend"]
+    assert Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"  # stopped
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert process_alive(co_tenant)
+    result = run(["cleanup", "--runs-dir", str(runs)])
+    assert result.returncode == 0, result.stderr
+    assert f"resumed paused process group {backend}" in result.stdout
+    assert "killed co-tenant fault.1" in result.stdout
+    time.sleep(0.3)
+    assert [p for p in [*_state_pids(state), co_tenant] if process_alive(p)] == []
+
+
 def test_stack_that_fails_to_start_says_which_and_why(tmp_path, write):
     write("stack.yaml", """\
 services:

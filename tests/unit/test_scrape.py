@@ -102,3 +102,12 @@ def test_error_budget_spent():
     m = metrics_of({T: Bucket(T, 1000, {"5xx": 5}, {bucket_of(1.0): 995})}, T, T + 1)
     assert error_budget_spent(m, slo) == pytest.approx(0.5)
     assert error_budget_spent(m, Slo.model_validate({"p95_ms": {"max": 1}})) is None
+
+
+def test_a_counter_increment_belongs_to_the_window_after_the_scrape_before_it():
+    # scrapes happen late in each second: an increment between the scrapes labelled T+2 and T+3
+    # (a fault applied on the boundary T+3) belongs to windows starting at T+3, never to [T, T+3)
+    store = store_of({0: {"c": 0}, 1: {"c": 0}, 2: {"c": 0}, 3: {"c": 5}, 4: {"c": 5}}, {"c": "counter"})
+    q = parse_selector("c")
+    assert window_value(store, "svc", q, T, T + 3) == (0.0, 0.0)
+    assert window_value(store, "svc", q, T + 3, T + 5) == (2.5, 2.5)
