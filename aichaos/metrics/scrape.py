@@ -224,7 +224,11 @@ def mean_value(store: ScrapeStore, service: str, query: Query, start: int, end: 
 
 # ---------------------------------------------------------------- the scraper
 class Scraper:
-    """Scrapes every target once a second on a thread until ``stop()``; never raises."""
+    """Scrapes every target once a second on a thread until ``stop()``; never raises.
+
+    Targets are scraped concurrently, so a service that hangs (a paused one) delays no other's
+    scrape past the second's boundary; each value is labelled with the second it arrived in.
+    """
 
     def __init__(self, targets: dict[str, str], store: ScrapeStore, timeout: float = 0.8) -> None:
         self.targets = targets  # service -> URL
@@ -232,28 +236,34 @@ class Scraper:
         self.timeout = timeout
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="aichaos-scraper", daemon=True)
+        self._pool: Any = None
 
     def start(self) -> None:
         if self.targets:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=2 * len(self.targets), thread_name_prefix="aichaos-scrape")
             self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread.is_alive():
-            self._thread.join(2 * self.timeout + 1)
+            self._thread.join(2)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def scrape_once(self, second: int) -> None:
-        for service, url in self.targets.items():
-            try:
-                with urllib.request.urlopen(url, timeout=self.timeout) as response:
-                    text = response.read(8 * 1024 * 1024).decode("utf-8", "replace")
-                values, kinds = parse_exposition(text)
-            except Exception as exc:  # a service that is down or answers garbage is data, not a crash
-                self.store.fail(service, f"{type(exc).__name__}: {exc}")
-                continue
-            self.store.add(second, service, values, kinds)
+    def scrape(self, service: str, url: str) -> None:
+        try:
+            with urllib.request.urlopen(url, timeout=self.timeout) as response:
+                text = response.read(8 * 1024 * 1024).decode("utf-8", "replace")
+            values, kinds = parse_exposition(text)
+        except Exception as exc:  # a service that is down or answers garbage is data, not a crash
+            self.store.fail(service, f"{type(exc).__name__}: {exc}")
+            return
+        self.store.add(int(time.time()), service, values, kinds)
 
     def _loop(self) -> None:
         # late in each second: the scrape labelled s is the state just before s + 1 (see the module)
         while not self._stop.wait((0.9 - time.time() % 1.0) % 1.0 or 1.0):
-            self.scrape_once(int(time.time()))
+            for service, url in self.targets.items():
+                self._pool.submit(self.scrape, service, url)
