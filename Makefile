@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install aichaos with the sample stack and dev tools
 
-demo: $(STAMP) ## Run the demo experiment on the local runtime (about two minutes)
-	$(BIN)/aichaos run experiments/model-latency-spike.yaml
+demo: $(STAMP) ## Run the demo experiment on the local runtime (about two minutes, no Docker needed)
+	$(BIN)/aichaos run experiments/model-latency-spike.yaml --runtime local
 
-test: $(STAMP) ## Run the unit and integration tests
+test: $(STAMP) ## Run the unit and integration tests (sets up Docker for the docker tests where it can)
+	PYTHON=$(BIN)/python scripts/docker-env
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Run the unit tests only (fast, hermetic)
@@ -33,7 +34,10 @@ lint: $(STAMP) ## ruff and mypy
 bench: $(STAMP) ## Run the benchmarks (prints figures; compares against baselines in the same run)
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
+docker-env: $(STAMP) ## Start a Docker engine, build the local base image and the sample wheelhouse
+	PYTHON=$(BIN)/python scripts/docker-env
+
 clean: ## Remove the virtualenv and run directories
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help install demo test unit lint bench clean
+.PHONY: help install demo test unit lint bench docker-env clean

@@ -14,7 +14,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from aichaos.errors import (
     LoadError,
     ProxyError,
     StackStartError,
+    UsageError,
 )
 from aichaos.experiment.loader import LoadedExperiment
 from aichaos.experiment.model import Experiment
@@ -52,6 +53,8 @@ class RunOptions:
     keep_stack: bool = False
     runtime: str | None = None  # overrides the experiment's runtime
     seed: int | None = None
+    build_args: dict[str, str] = field(default_factory=dict)  # docker build args (--build-arg)
+    allow_external: bool = False  # container faults may touch containers the run did not start
 
 
 def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path]:
@@ -66,12 +69,40 @@ def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path
 
 
 def _pick_runtime(requested: str, report: Reporter) -> str:
+    """docker or local; auto takes docker when an engine answers. Raises when docker is asked
+    for and no engine answers."""
+    from aichaos.runtime.docker import engine, engine_answers
+
     if requested == "docker":
-        raise EnvironmentFailure("the docker runtime is not available in this version of aichaos",
-                                 hint="use runtime: local (or auto)")
+        engine()
+        return "docker"
     if requested == "auto":
-        report("runtime auto: using local processes")
+        if engine_answers():
+            report("runtime auto: a Docker engine answers, using containers")
+            return "docker"
+        report("runtime auto: no Docker engine answers, using local processes")
+        return "local"
     return "local"
+
+
+def _check_faults(experiment: Experiment, runtime_name: str, options: RunOptions) -> None:
+    """Faults the chosen runtime cannot inject, caught before anything starts."""
+    from aichaos.experiment.model import CONTAINER_FAULTS, DOCKER_ONLY_FAULTS
+
+    for phase in experiment.phases:
+        for fault in phase.faults:
+            where = f"phases.{phase.name}: {fault.type}"
+            if isinstance(fault, DOCKER_ONLY_FAULTS) and runtime_name != "docker":
+                raise UsageError(f"{where} squeezes a container and needs runtime: docker (this run uses "
+                                 f"{runtime_name})")
+            if isinstance(fault, CONTAINER_FAULTS) and fault.container is not None:
+                if not options.allow_external:
+                    raise UsageError(f"{where} names container {fault.container!r}, which this run does not "
+                                     "start: aichaos touches it only with --allow-external")
+                if runtime_name != "docker":
+                    from aichaos.runtime.docker import engine
+
+                    engine()
 
 
 def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Reporter = print) -> Journal:
@@ -87,6 +118,8 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
     with signals_raise() as sig:
         try:
             runtime_name = _pick_runtime(options.runtime or experiment.runtime, report)
+            _check_faults(experiment, runtime_name, options)
+            state.runtime = runtime_name
             journal.environment.update({
                 "runtime": runtime_name, "python": sys.version.split()[0], "platform": platform.platform(),
                 "aichaos": __version__, "pid": os.getpid(),
@@ -136,6 +169,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     from aichaos.load.schedule import plan_load
     from aichaos.proxy.backend import start_proxy_backend
     from aichaos.runtime.base import StackHandle, bring_up
+    from aichaos.runtime.docker import DockerRuntime
     from aichaos.runtime.local import LocalRuntime
 
     experiment = loaded.experiment
@@ -148,7 +182,12 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     report(f"fault proxy: {backend.kind} at {backend.url} (version {backend.version})")
 
     client = backend.client
-    runtime = LocalRuntime(run_dir, loaded.stack_path.parent)
+    runtime: Any
+    if runtime_name == "docker":
+        runtime = DockerRuntime(journal.run_id, run_dir, loaded.stack_path.parent, options.build_args,
+                                loaded.stack_path.stem)
+    else:
+        runtime = LocalRuntime(run_dir, loaded.stack_path.parent)
     holder["runtime"] = runtime
     handle = StackHandle()
     holder["handle"] = handle
@@ -162,11 +201,17 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     bring_up(loaded.stack, runtime, client, handle, on_started=record_started)
     record_started()
     journal.stack_ready_s = time.monotonic() - started
-    journal.services = {n: {"port": s.port, "pid": s.pid, "ready_after_s": round(s.ready_after_s, 3),
-                            "log": str(s.log_path)} for n, s in handle.services.items()}
+    if runtime_name == "docker":
+        journal.environment["image_build_s"] = round(runtime.build_seconds, 3)
+    journal.services = {n: {"port": s.port, "pid": s.pid, "container": s.container,
+                            "ready_after_s": round(s.ready_after_s, 3), "log": str(s.log_path)}
+                        for n, s in handle.services.items()}
     journal.proxies = {edge: {"proxy": p.name, "listen": p.listen, "upstream": p.upstream}
                        for edge, p in handle.proxies.items()}
-    report(f"stack ready in {journal.stack_ready_s:.1f}s")
+    ready = f"stack ready in {journal.stack_ready_s:.1f}s"
+    if runtime_name == "docker":
+        ready += f" under docker (images built or checked in {runtime.build_seconds:.1f}s)"
+    report(ready)
 
     targets = {name: f"http://{s.host}:{s.port}{loaded.stack.services[name].metrics}"
                for name, s in handle.services.items() if loaded.stack.services[name].metrics}
@@ -180,7 +225,8 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         prober = Prober(name, f"http://{running.host}:{running.port}", swap.probe, journal.scrapes)
         holder.setdefault("probers", []).append(prober)
         prober.start()
-    context = FaultContext(client, runtime, handle, loaded.stack, run_dir / "logs", record_started, state.helpers)
+    context = FaultContext(client, runtime, handle, loaded.stack, run_dir / "logs", record_started, state.helpers,
+                           holder.setdefault("expected_down", set()))
 
     plan = plan_load(experiment.load, experiment.phases)
     target = handle.services[experiment.load.target]
@@ -210,7 +256,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     for phase in experiment.phases:
         record = PhaseRecord(phase.name, phase_start, phase_start + phase.duration)
         journal.phases.append(record)
-        _sleep_until(phase_start, store, journal, load, runtime, backend, loaded)
+        _sleep_until(phase_start, store, journal, load, runtime, backend, loaded, None, context.expected_down)
         for i, fault in enumerate(phase.faults):
             fault_record = apply_fault(fault, phase.name, i, context)
             applied.append(fault_record)
@@ -220,7 +266,8 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
             report(f"[{phase.name}] applied {fault_record.description}")
         if not phase.faults:
             report(f"[{phase.name}] {phase.duration:g}s")
-        stopped = _sleep_until(record.end, store, journal, load, runtime, backend, loaded, experiment)
+        stopped = _sleep_until(record.end, store, journal, load, runtime, backend, loaded, experiment,
+                               context.expected_down)
         for fault_record in [f for f in applied if f.phase == phase.name and not f.reverted]:
             _revert(fault_record, journal, report)
         state.faults = [f.undo_record for f in applied if not f.reverted and f.undo_record]
@@ -233,7 +280,8 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
 
 
 def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: Any, runtime: Any, backend: Any,
-                 loaded: LoadedExperiment, experiment: Experiment | None = None) -> bool:
+                 loaded: LoadedExperiment, experiment: Experiment | None = None,
+                 expected_down: set[str] | None = None) -> bool:
     """Sleep until ``deadline`` while watching the load process, the stack and stop conditions.
 
     Returns True when a stop condition fired.
@@ -252,7 +300,7 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
             raise ProxyError(f"the fault proxy ({backend.kind}, pid {backend.pid}) died during the run",
                              hint=f"see {journal.run_dir / 'logs' / 'proxy.log'}")
         for name in loaded.stack.services:
-            if not runtime.is_alive(name):
+            if name not in (expected_down or ()) and not runtime.is_alive(name):
                 raise StackStartError(f"service {name!r} {runtime.exit_reason(name)} during the run",
                                       hint=f"see {runtime.logs.get(name)}")
         if experiment is not None and experiment.stop_when and now >= next_check:

@@ -17,6 +17,9 @@ def run(
     markdown: Path | None = typer.Option(None, help="Also write a Markdown report here."),
     json_out: bool = typer.Option(False, "--json", help="Print the journal as JSON on stdout instead of tables."),
     seed: int | None = typer.Option(None, help="Seed for the load's random draws."),
+    build_arg: list[str] = typer.Option([], "--build-arg", help="Docker build arg KEY=VALUE (repeatable)."),
+    allow_external: bool = typer.Option(False, "--allow-external",
+                                        help="Let container faults act on containers this run did not start."),
 ) -> None:
     """Run an experiment: stand up the stack, drive load, inject faults, report the verdict."""
     import json
@@ -34,6 +37,13 @@ def run(
     if runtime is not None and runtime not in ("auto", "local", "docker"):
         term.error(f"--runtime must be auto, local or docker, not {runtime!r}")
         raise typer.Exit(ExitCode.INVALID)
+    build_args = {}
+    for item in build_arg:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            term.error(f"--build-arg must be KEY=VALUE, not {item!r}")
+            raise typer.Exit(ExitCode.INVALID)
+        build_args[key] = value
     try:
         loaded = load_experiment(file, set_)
     except ExperimentError as exc:
@@ -45,7 +55,8 @@ def run(
         term.warning(f"run {stale.run_id} {why} ({stale.path}); "
                      f"`aichaos cleanup --runs-dir {runs_dir} --run {stale.run_id}` stops it")
     options = RunOptions(runs_dir=runs_dir, run_dir=run_dir, toxiproxy_url=toxiproxy_url,
-                         keep_stack=keep_stack, runtime=runtime, seed=seed)
+                         keep_stack=keep_stack, runtime=runtime, seed=seed, build_args=build_args,
+                         allow_external=allow_external)
     journal = run_experiment(loaded, options, report=term.info)
     (journal.run_dir / "junit.xml").write_text(junit_xml(journal))
     (journal.run_dir / "report.md").write_text(to_markdown(journal))

@@ -17,7 +17,14 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aichaos.errors import ExperimentError, Problem
-from aichaos.experiment.model import HOOK_FAULTS, NETWORK_FAULTS, SERVICE_FAULTS, DependencyDownFault, Experiment
+from aichaos.experiment.model import (
+    CONTAINER_FAULTS,
+    HOOK_FAULTS,
+    NETWORK_FAULTS,
+    SERVICE_FAULTS,
+    DependencyDownFault,
+    Experiment,
+)
 from aichaos.experiment.stack import Stack
 from aichaos.experiment.yamlpos import KeyPath, Located, format_path, load_yaml
 
@@ -218,9 +225,10 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
                 hint = f"; did you mean {close[0]!r}?" if close else f"; edges: {', '.join(edges) or 'none'}"
                 problems.append(Problem(located.file, located.line_of(key), format_path(key),
                                         f"no edge {fault.edge!r} in the stack{hint}"))
-            if isinstance(fault, SERVICE_FAULTS):
+            if isinstance(fault, SERVICE_FAULTS) or (isinstance(fault, CONTAINER_FAULTS) and fault.service):
                 key = ("phases", i, "faults", j, "service")
                 where = (located.file, located.line_of(key), format_path(key))
+                assert fault.service is not None
                 if fault.service not in stack.services:
                     close = difflib.get_close_matches(fault.service, services, n=1)
                     hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"

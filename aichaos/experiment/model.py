@@ -437,6 +437,60 @@ class TrafficSpikeFault(Strict):
     factor: float = Field(gt=0, le=1000)
 
 
+class _ContainerTarget(Strict):
+    service: str | None = Field(None, description="the stack service it acts on")
+    container: str | None = Field(None, description="a container this run did not start (needs --allow-external)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> _ContainerTarget:
+        if (self.service is None) == (self.container is None):
+            raise ValueError("give exactly one of service and container")
+        return self
+
+
+class ContainerKillFault(_ContainerTarget):
+    """Kill the service with a signal; it is started again (and waited for) on revert."""
+
+    type: Literal["kill"]
+    signal: str = Field("SIGKILL", pattern=r"^SIG[A-Z0-9]+$")
+
+
+class ContainerStopFault(_ContainerTarget):
+    """Stop the service gracefully (SIGTERM, then SIGKILL); it is started again on revert."""
+
+    type: Literal["stop"]
+
+
+class ContainerRestartFault(_ContainerTarget):
+    """Restart the service; the revert waits until it is ready again."""
+
+    type: Literal["restart"]
+
+
+class ContainerPauseFault(_ContainerTarget):
+    """Freeze the service (docker pause, SIGSTOP locally); unpaused on revert."""
+
+    type: Literal["pause"]
+
+
+class ContainerCpuFault(_ContainerTarget):
+    """Squeeze the container's CPU with ``docker update`` (docker runtime); restored on revert."""
+
+    type: Literal["cpu"]
+    cpus: float = Field(gt=0, le=1024, description="CPUs it may use, e.g. 0.2")
+
+
+class ContainerMemoryFault(_ContainerTarget):
+    """Squeeze the container's memory limit with ``docker update`` (docker runtime); restored on revert."""
+
+    type: Literal["memory"]
+    mb: int = Field(ge=6, le=10_000_000, description="memory limit in MiB")
+
+
+CONTAINER_FAULTS = (ContainerKillFault, ContainerStopFault, ContainerRestartFault, ContainerPauseFault,
+                    ContainerCpuFault, ContainerMemoryFault)
+DOCKER_ONLY_FAULTS = (ContainerCpuFault, ContainerMemoryFault)
+
 HOOK_FAULTS = (InferenceSlowdownFault, InferenceErrorsFault, InferenceHangFault, OomNextBatchFault, ModelSwapFault)
 LOAD_FAULTS = (InputSurgeFault, TrafficSpikeFault)
 SERVICE_FAULTS = (*HOOK_FAULTS, DeviceMemoryPressureFault, PipelineStallFault, ColdStartFault, DependencyDownFault)
@@ -445,7 +499,9 @@ Fault = Annotated[
     LatencyFault | BandwidthFault | TimeoutFault | ResetPeerFault | DownFault | RetryStormFault
     | InferenceSlowdownFault | InferenceErrorsFault | InferenceHangFault | OomNextBatchFault | ModelSwapFault
     | DeviceMemoryPressureFault | PipelineStallFault | ColdStartFault | DependencyDownFault
-    | InputSurgeFault | TrafficSpikeFault,
+    | InputSurgeFault | TrafficSpikeFault
+    | ContainerKillFault | ContainerStopFault | ContainerRestartFault | ContainerPauseFault | ContainerCpuFault
+    | ContainerMemoryFault,
     Field(discriminator="type")]
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aichaos.experiment.model import (
+    CONTAINER_FAULTS,
     HOOK_FAULTS,
     NETWORK_FAULTS,
     ColdStartFault,
@@ -28,6 +29,7 @@ from aichaos.experiment.model import (
 from aichaos.experiment.stack import Stack
 from aichaos.faults import service as service_faults
 from aichaos.faults.base import AppliedFault
+from aichaos.faults.container import apply_container_fault
 from aichaos.faults.hooks import HookClient, apply_hook_fault
 from aichaos.faults.network import apply_network_fault
 from aichaos.proxy.client import ToxiproxyClient
@@ -43,6 +45,7 @@ class FaultContext:
     log_dir: Path
     save_state: Callable[[], None]  # records new pids (a restarted service) in the state file
     helpers: dict[str, int]  # the state file's helper processes (co-tenants), by label
+    expected_down: set[str]  # services a fault took down on purpose: the run's liveness watch skips them
 
 
 def hook_client(ctx: FaultContext, service: str) -> HookClient:
@@ -61,6 +64,9 @@ def apply_fault(fault: Any, phase: str, index: int, ctx: FaultContext) -> Applie
     spec = fault.model_dump(mode="json", by_alias=True)
     if isinstance(fault, NETWORK_FAULTS):
         return apply_network_fault(fault, phase, index, ctx.client)
+    if isinstance(fault, CONTAINER_FAULTS):
+        return apply_container_fault(fault, phase, ctx.runtime, ctx.handle, ctx.stack, ctx.expected_down,
+                                     ctx.save_state)
     if isinstance(fault, HOOK_FAULTS):
         return apply_hook_fault(fault, phase, hook_client(ctx, fault.service))
     if isinstance(fault, PipelineStallFault):

@@ -23,10 +23,14 @@ class RunningService:
     pid: int | None = None
     log_path: Path | None = None
     ready_after_s: float = 0.0
+    container: str | None = None  # the container's id under the docker runtime
 
 
 class Runtime(Protocol):
     name: str
+    logs: dict[str, Path]
+
+    def exit_reason(self, name: str) -> str | None: ...
 
     def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService: ...
 

@@ -47,6 +47,8 @@ def _undo(undo: dict[str, Any], state: RunState) -> str:
     from aichaos.proxy.client import ToxiproxyClient
 
     try:
+        if "container" in undo:
+            return _undo_container(undo)
         if "hooks_url" in undo:
             HookClient(undo["hooks_url"], undo.get("token"), timeout=3.0).post(undo["restore"])
             return f"restored {', '.join(undo['restore'])} through {undo['hooks_url']}"
@@ -68,6 +70,24 @@ def _undo(undo: dict[str, Any], state: RunState) -> str:
         return f"could not revert {undo}: {getattr(exc, 'message', exc)}"
 
 
+def _undo_container(undo: dict[str, Any]) -> str:
+    from aichaos.runtime.docker import engine
+
+    try:
+        container = engine().containers.get(undo["container"])
+        if undo.get("unpause"):
+            if container.status == "paused":
+                container.unpause()
+            return f"unpaused container {container.name}"
+        if undo.get("start"):
+            container.start()
+            return f"started container {container.name}"
+        container.update(**undo["update"])
+        return f"restored the limits of container {container.name}"
+    except Exception as exc:  # the SDK's errors, an absent engine: report and go on
+        return f"could not revert {undo}: {getattr(exc, 'message', exc)}"
+
+
 def clean_run(state: RunState) -> list[str]:
     """Revert faults, delete proxies, kill processes. Returns a line per thing done."""
     from aichaos.proxy.client import ToxiproxyClient
@@ -83,6 +103,13 @@ def clean_run(state: RunState) -> list[str]:
                 done.append(f"deleted proxy {name}")
             except AichaosError as exc:
                 done.append(f"could not delete proxy {name}: {exc.message}")
+    if state.runtime == "docker":
+        from aichaos.runtime.docker import remove_labelled
+
+        try:
+            done += remove_labelled(state.run_id)
+        except AichaosError as exc:
+            done.append(f"could not remove the run's containers: {exc.message}")
     for what, pid in state.pids().items():
         if what == "aichaos":
             continue

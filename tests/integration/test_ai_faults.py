@@ -19,8 +19,8 @@ from tests.integration.test_run import assert_nothing_left, journal, run
 pytest.importorskip("torch")
 pytestmark = [pytest.mark.torch, pytest.mark.slow]
 
-SHORT = ["--set", "steady_state.warmup=2s", "--set", "steady_state.window=3s", "--set", "phases.0.duration=6s",
-         "--set", "phases.1.duration=8s", "--set", "phases.2.duration=8s"]
+SHORT = ["--runtime", "local", "--set", "steady_state.warmup=2s", "--set", "steady_state.window=3s",
+         "--set", "phases.0.duration=6s", "--set", "phases.1.duration=8s", "--set", "phases.2.duration=8s"]
 DEGRADED = 'gateway_requests_total{outcome="degraded"} / gateway_requests_total'
 
 

@@ -243,7 +243,7 @@ def test_sample_stack_model_latency_spike(tmp_path):
     """The demo experiment, shortened: latency on gateway->model-server shows in p50 and recovers."""
     pytest.importorskip("torch")
     run_dir = tmp_path / "run"
-    result = run(["run", "experiments/model-latency-spike.yaml", "--run-dir", str(run_dir),
+    result = run(["run", "experiments/model-latency-spike.yaml", "--run-dir", str(run_dir), "--runtime", "local",
                   "--set", "phases.0.duration=12s", "--set", "phases.1.duration=12s",
                   "--set", "phases.2.duration=12s"], timeout=240)
     assert result.returncode == 0, result.stderr + result.stdout

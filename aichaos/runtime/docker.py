@@ -1,0 +1,242 @@
+"""The docker runtime: each stack service is a container, built from its build context or pulled.
+
+Every container is labelled with the run id (``aichaos.run``) and its service (``aichaos.service``)
+so that teardown and ``aichaos cleanup`` find exactly what a run started, and never anything else.
+Networking is the host's (``network: host``, what aichaos's own tests use, every port on
+127.0.0.1): services listen on the ports aichaos allocates, and the fault proxy runs on the host
+like under the local runtime. Each container's output is saved to ``<run dir>/logs/<service>.log``
+when it stops, and shown when it fails to become ready.
+
+This is the only module that imports the docker SDK; its errors are translated here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from aichaos.errors import EnvironmentFailure, StackStartError
+from aichaos.experiment.stack import Service
+from aichaos.runtime.base import RunningService
+from aichaos.runtime.readiness import wait_ready
+
+log = logging.getLogger(__name__)
+
+RUN_LABEL = "aichaos.run"
+SERVICE_LABEL = "aichaos.service"
+
+
+def engine(timeout: float = 5.0) -> Any:
+    """A docker client whose engine answered a ping; EnvironmentFailure when none does."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=int(max(timeout, 1)))
+        client.ping()
+    except Exception as exc:  # the SDK raises several kinds for "no engine here"
+        raise EnvironmentFailure(f"no Docker engine answers ({type(exc).__name__}: {exc})",
+                                 hint="start the Docker engine, or use runtime: local") from exc
+    return client
+
+
+def engine_answers() -> bool:
+    try:
+        engine(timeout=2.0)
+    except EnvironmentFailure:
+        return False
+    return True
+
+
+def substitute(value: str, port: int) -> str:
+    return value.replace("{port}", str(port))
+
+
+class DockerRuntime:
+    name = "docker"
+
+    def __init__(self, run_id: str, run_dir: Path, stack_dir: Path, build_args: dict[str, str] | None = None,
+                 stack_name: str = "stack") -> None:
+        self.client = engine()
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.stack_dir = stack_dir
+        self.build_args = dict(build_args or {})
+        self.stack_name = stack_name
+        self.containers: dict[str, Any] = {}
+        self.services: dict[str, Service] = {}
+        self.logs: dict[str, Path] = {}
+        self.launch: dict[str, tuple[Service, int, dict[str, str]]] = {}
+        self.images: dict[str, str] = {}  # build context -> tag built in this run
+        self.build_seconds = 0.0
+
+    # ------------------------------------------------------------ images
+    def image_for(self, name: str, service: Service) -> str:
+        """The image of a service: built from its context (once per run and context; docker's
+        layer cache makes a rebuild of an unchanged context take seconds), else pulled if absent."""
+        from docker.errors import APIError, BuildError, ImageNotFound
+
+        if service.build is not None:
+            context = (self.stack_dir / service.build).resolve()
+            if str(context) in self.images:
+                return self.images[str(context)]
+            key = hashlib.sha256(f"{context}|{sorted(self.build_args.items())}".encode()).hexdigest()[:12]
+            tag = service.image if service.image else f"aichaos-{self.stack_name}-{key}:latest"
+            started = time.monotonic()
+            try:
+                self.client.images.build(path=str(context), tag=tag, buildargs=self.build_args or None,
+                                         network_mode="host", rm=True, forcerm=True)
+            except BuildError as exc:
+                lines = [str(c.get("stream") or c.get("error") or "").rstrip() for c in exc.build_log]
+                tail = "\n".join(line for line in lines if line)[-2000:]
+                raise StackStartError(f"building the image of {name!r} from {context} failed: {exc.msg}\n{tail}",
+                                      hint="check the Dockerfile and its build args (--build-arg)") from exc
+            except (APIError, OSError, TypeError) as exc:
+                raise StackStartError(f"building the image of {name!r} from {context} failed: {exc}") from exc
+            self.build_seconds += time.monotonic() - started
+            self.images[str(context)] = tag
+            return tag
+        image = service.image
+        if image is None:
+            raise StackStartError(f"service {name!r} has neither image nor build: docker cannot run it",
+                                  hint=f"add services.{name}.image or .build to the stack file")
+        try:
+            self.client.images.get(image)
+        except ImageNotFound:
+            try:
+                self.client.images.pull(image)
+            except (APIError, OSError) as exc:
+                raise StackStartError(f"image {image!r} of {name!r} is not here and could not be pulled: {exc}",
+                                      hint="pull or build it first, or give the service a build context") from exc
+        return image
+
+    # ------------------------------------------------------------ services
+    def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService:
+        from docker.errors import APIError
+
+        image = self.image_for(name, service)
+        argv = [substitute(a, port) for a in service.command]
+        environment = {"PYTHONUNBUFFERED": "1", "PORT": str(port)}
+        environment.update({k: substitute(v, port) for k, v in service.env.items()})
+        environment.update(env)
+        log_path = self.run_dir / "logs" / f"{name}.log"
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            container = self.client.containers.run(
+                image, command=argv, detach=True, environment=environment, network_mode="host",
+                name=f"aichaos-{self.run_id}-{name}", labels={RUN_LABEL: self.run_id, SERVICE_LABEL: name},
+                stop_signal="SIGTERM")
+        except APIError as exc:
+            raise StackStartError(f"service {name!r} could not start: {exc.explanation or exc}",
+                                  hint=f"check services.{name}.command and image") from exc
+        self.containers[name] = container
+        self.services[name] = service
+        self.logs[name] = log_path
+        self.launch[name] = (service, port, env)
+        return RunningService(name=name, host="127.0.0.1", port=port, pid=None, log_path=log_path,
+                              container=container.id)
+
+    def status(self, name: str) -> str:
+        from docker.errors import APIError, NotFound
+
+        container = self.containers.get(name)
+        if container is None:
+            return "missing"
+        try:
+            container.reload()
+        except NotFound:
+            return "removed"
+        except APIError:
+            return "unknown"
+        return str(container.status)
+
+    def exit_reason(self, name: str) -> str | None:
+        if name not in self.containers:
+            return "was never started"
+        state = self.status(name)
+        if state in ("running", "paused", "created", "restarting", "unknown"):
+            return None
+        code = self.containers[name].attrs.get("State", {}).get("ExitCode") if state == "exited" else None
+        return f"exited with code {code}" if code is not None else f"is {state}"
+
+    def container_logs(self, name: str, lines: int = 40) -> str:
+        try:
+            text = self.containers[name].logs(tail=lines).decode(errors="replace")
+        except Exception:  # the logs are a help for a message, never a failure
+            return ""
+        return "\n".join(f"  {line}" for line in text.splitlines()[-lines:])
+
+    def wait_ready(self, running: RunningService, service: Service) -> None:
+        name = running.name
+        running.ready_after_s = wait_ready(name, running.host, running.port, service.ready,
+                                           alive=lambda: self.exit_reason(name),
+                                           logs=lambda: self.container_logs(name))
+
+    def is_alive(self, name: str) -> bool:
+        return self.exit_reason(name) is None
+
+    def kill_service(self, name: str) -> None:
+        self._call(name, "kill")
+
+    def restart_service(self, name: str) -> RunningService:
+        """Kill the container (if it runs) and start it again: same container, port and environment."""
+        if self.status(name) in ("running", "paused"):
+            self._call(name, "kill")
+            self.containers[name].wait(timeout=10)
+        self._call(name, "start")
+        _, port, _ = self.launch[name]
+        return RunningService(name=name, host="127.0.0.1", port=port, pid=None, log_path=self.logs[name],
+                              container=self.containers[name].id)
+
+    def pause_service(self, name: str) -> None:
+        self._call(name, "pause")
+
+    def resume_service(self, name: str) -> None:
+        if self.status(name) == "paused":
+            self._call(name, "unpause")
+
+    def _call(self, name: str, action: str, **kwargs: Any) -> Any:
+        from docker.errors import APIError
+
+        try:
+            return getattr(self.containers[name], action)(**kwargs)
+        except APIError as exc:
+            raise EnvironmentFailure(f"docker {action} of {name!r} failed: {exc.explanation or exc}") from exc
+
+    def teardown(self, hurry: bool = False) -> list[str]:
+        """Save each container's logs, then stop and remove it, dependents first."""
+        from docker.errors import APIError, NotFound
+
+        leftovers: list[str] = []
+        for name in reversed(list(self.containers)):
+            container = self.containers[name]
+            try:
+                if self.status(name) == "paused":
+                    container.unpause()
+                self.logs[name].write_bytes(container.logs())
+                grace = min(0.5, self.services[name].stop_timeout) if hurry else self.services[name].stop_timeout
+                container.stop(timeout=max(1, round(grace)))
+                container.remove(force=True)
+            except NotFound:
+                continue
+            except APIError as exc:
+                leftovers.append(f"container {container.name} ({exc.explanation or exc})")
+        return leftovers
+
+
+def remove_labelled(run_id: str | None = None) -> list[str]:
+    """Remove every container aichaos started (of one run, or of all runs). Returns what was done."""
+    client = engine()
+    label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+    done = []
+    for container in client.containers.list(all=True, filters={"label": label}):
+        try:
+            if container.status == "paused":
+                container.unpause()
+            container.remove(force=True)
+            done.append(f"removed container {container.name}")
+        except Exception as exc:  # report and go on with the others
+            done.append(f"could not remove container {container.name}: {exc}")
+    return done

@@ -1,0 +1,145 @@
+"""The docker runtime and container faults against a real Docker engine (host networking, so every
+port is on 127.0.0.1). `make test` runs scripts/docker-env first, which installs and starts an
+engine where it can and builds the local base image; without an engine these tests are skipped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.test_run import AICHAOS, _state, _wait_for, journal, run
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+PLAIN = ROOT / "tests" / "experiments" / "plain-latency.yaml"
+BASE = "aichaos-base:bookworm"
+
+
+@pytest.fixture(scope="module")
+def docker_args() -> list[str]:
+    """--runtime docker, and the locally built base image when there is one (no registry here)."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=5)
+        client.ping()
+    except Exception as exc:
+        pytest.skip(f"no Docker engine answers ({exc}); scripts/docker-env sets one up where it can")
+    args = ["--runtime", "docker"]
+    try:
+        client.images.get(BASE)
+        args += ["--build-arg", f"BASE_IMAGE={BASE}"]
+    except docker.errors.ImageNotFound:
+        pass  # the Dockerfile's default base, which needs a registry
+    return args
+
+
+def labelled(run_id: str) -> list:
+    import docker
+
+    return docker.from_env().containers.list(all=True, filters={"label": f"aichaos.run={run_id}"})
+
+
+def plain(tmp_path: Path, faults: str, extra: list[str] = ()) -> list[str]:
+    return [str(PLAIN), "--run-dir", str(tmp_path / "run"), "--set", f"phases.1.faults={faults}", *extra]
+
+
+def phase(j: dict, name: str) -> dict:
+    return next(p for p in j["phases"] if p["name"] == name)["metrics"]
+
+
+def test_sample_stack_under_docker_passes_the_demo_experiment(tmp_path, docker_args):
+    run_dir = tmp_path / "run"
+    result = run(["run", str(ROOT / "experiments" / "model-latency-spike.yaml"), "--run-dir", str(run_dir),
+                  *docker_args, "--set", "phases.0.duration=10s", "--set", "phases.1.duration=8s",
+                  "--set", "phases.2.duration=14s"], timeout=600)
+    assert result.returncode == 0, result.stderr + result.stdout
+    j = journal(run_dir)
+    assert j["environment"]["runtime"] == "docker"
+    assert all(s["container"] for s in j["services"].values())
+    added = phase(j, "fault")["p50_ms"] - phase(j, "baseline")["p50_ms"]
+    assert added == pytest.approx(300, rel=0.2)
+    assert "under docker" in result.stdout + result.stderr  # the summary prints the time to a ready stack
+    print(f"stack ready under docker in {j['stack_ready_s']:.1f}s")
+    assert labelled(j["run_id"]) == []
+    assert (run_dir / "logs" / "model-server.log").read_text().strip()  # the container's output was kept
+
+
+@pytest.mark.parametrize("fault, check", [
+    ("{type: kill, service: backend}", "errors"),
+    ("{type: stop, service: backend}", "errors"),
+    ("{type: pause, service: backend}", "latency"),
+])
+def test_container_fault_shows_in_the_metrics_and_is_reverted(tmp_path, docker_args, fault, check):
+    result = run(["run", *plain(tmp_path, f"[{fault}]", docker_args), "--set", "load.timeout=1s"], timeout=300)
+    assert result.returncode in (0, 1), result.stderr + result.stdout
+    j = journal(tmp_path / "run")
+    base, during, after = phase(j, "baseline"), phase(j, "fault"), phase(j, "recovery")
+    if check == "errors":
+        assert during["error_rate"] > 0.5 and base["error_rate"] == 0
+    else:  # a paused backend answers nothing: the frontend's calls wait, the load times out
+        assert during["errors"].get("timeout", 0) > 0 or (during["p50_ms"] or 0) > 500
+    [applied] = j["faults"]
+    assert applied["reverted_at"] is not None and applied["revert_error"] is None
+    [fault_result] = j["fault_results"]
+    assert fault_result["time_to_recover_s"] is not None
+    assert after["error_rate"] < 0.05
+    assert labelled(j["run_id"]) == []
+
+
+def test_restart_cpu_and_memory_squeeze_are_restored(tmp_path, docker_args):
+    faults = "[{type: cpu, service: backend, cpus: 0.1}, {type: memory, service: frontend, mb: 96}]"
+    result = run(["run", *plain(tmp_path, faults, docker_args), "--keep-stack"], timeout=300)
+    assert result.returncode in (0, 1), result.stderr + result.stdout
+    j = journal(tmp_path / "run")
+    try:
+        containers = {c.labels["aichaos.service"]: c for c in labelled(j["run_id"])}
+        assert set(containers) == {"backend", "frontend"}
+        backend, frontend = containers["backend"].attrs["HostConfig"], containers["frontend"].attrs["HostConfig"]
+        assert backend["CpuQuota"] in (0, -1)  # the squeeze was given back
+        assert frontend["Memory"] > 1024 * 2**20
+        assert [f["description"] for f in j["faults"]] == ["backend limited to 0.1 CPU",
+                                                           "frontend limited to 96 MiB of memory"]
+        assert all(f["reverted_at"] and not f["revert_error"] for f in j["faults"])
+    finally:
+        cleaned = run(["cleanup", "--runs-dir", str(tmp_path), "--run", j["run_id"]])
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert labelled(j["run_id"]) == []
+
+
+def test_sigint_mid_pause_unpauses_and_removes_everything(tmp_path, docker_args):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen([*AICHAOS, "run", *plain(tmp_path, "[{type: pause, service: backend}]", docker_args)],
+                            cwd=ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: _state(run_dir).get("faults"), timeout=180)
+    run_id = _state(run_dir)["run_id"]
+    assert any(c.status == "paused" for c in labelled(run_id))
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    j = json.loads((run_dir / "journal.json").read_text())
+    assert j["status"] == "interrupted" and j["leftovers"] == []
+    assert all(f["reverted_at"] for f in j["faults"])
+    assert labelled(run_id) == []
+
+
+def test_cleanup_removes_the_containers_of_a_run_killed_with_sigkill(tmp_path, docker_args):
+    runs = tmp_path / "runs"
+    run_dir = runs / "killed"
+    proc = subprocess.Popen([*AICHAOS, "run", str(PLAIN), "--run-dir", str(run_dir), *docker_args], cwd=ROOT,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(lambda: _state(run_dir).get("faults"), timeout=180)
+    run_id = _state(run_dir)["run_id"]
+    proc.kill()
+    proc.communicate(timeout=10)
+    assert labelled(run_id)  # kill -9 left the containers running
+    result = run(["cleanup", "--runs-dir", str(runs)])
+    assert result.returncode == 0, result.stderr
+    assert "removed container" in result.stdout
+    time.sleep(0.3)
+    assert labelled(run_id) == []
