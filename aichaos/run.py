@@ -68,15 +68,19 @@ def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path
     return run_id, run_dir
 
 
-def _pick_runtime(requested: str, report: Reporter) -> str:
-    """docker or local; auto takes docker when an engine answers. Raises when docker is asked
-    for and no engine answers."""
+def _pick_runtime(requested: str, loaded: LoadedExperiment, report: Reporter) -> str:
+    """docker or local; auto takes docker when an engine answers and every service has an image or
+    a build context, else local. Raises when docker is asked for and no engine answers."""
     from aichaos.runtime.docker import engine, engine_answers
 
     if requested == "docker":
         engine()
         return "docker"
     if requested == "auto":
+        imageless = [n for n, s in loaded.stack.services.items() if s.image is None and s.build is None]
+        if imageless:
+            report(f"runtime auto: using local processes ({', '.join(imageless)} has no image or build)")
+            return "local"
         if engine_answers():
             report("runtime auto: a Docker engine answers, using containers")
             return "docker"
@@ -117,7 +121,7 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
     report(f"run {run_id}: {experiment.name} (run directory {run_dir})")
     with signals_raise() as sig:
         try:
-            runtime_name = _pick_runtime(options.runtime or experiment.runtime, report)
+            runtime_name = _pick_runtime(options.runtime or experiment.runtime, loaded, report)
             _check_faults(experiment, runtime_name, options)
             state.runtime = runtime_name
             journal.environment.update({
