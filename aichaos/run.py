@@ -171,19 +171,26 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     from aichaos.faults.hooks import Prober
     from aichaos.load.generator import LoadGenerator, load_spec
     from aichaos.load.schedule import plan_load
-    from aichaos.proxy.backend import start_proxy_backend
+    from aichaos.proxy.backend import start_proxy_backend, start_proxy_container_backend
     from aichaos.runtime.base import StackHandle, bring_up
     from aichaos.runtime.docker import DockerRuntime
     from aichaos.runtime.local import LocalRuntime
 
     experiment = loaded.experiment
     started = time.monotonic()
-    backend = start_proxy_backend(run_dir, options.toxiproxy_url or experiment.toxiproxy_url)
+    url = options.toxiproxy_url or experiment.toxiproxy_url
+    if runtime_name == "docker" and not url:
+        backend = start_proxy_container_backend(run_dir, journal.run_id, options.build_args)
+    else:
+        backend = start_proxy_backend(run_dir, url)
     holder["backend"] = backend
     journal.environment["proxy"] = {"kind": backend.kind, "url": backend.url, "version": backend.version}
     state.proxy_url, state.proxy_pid = backend.url, backend.pid
     state.save()
     report(f"fault proxy: {backend.kind} at {backend.url} (version {backend.version})")
+    if backend.kind == "builtin-container":
+        report("the ghcr.io/shopify/toxiproxy image is not here and could not be pulled: the builtin "
+               "Toxiproxy-compatible server serves in a container instead")
 
     client = backend.client
     runtime: Any
@@ -300,8 +307,8 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
             return False
         if not load.alive():
             raise LoadError(f"the load process died (see {load.log_path})")
-        if backend.process is not None and backend.process.poll() is not None:
-            raise ProxyError(f"the fault proxy ({backend.kind}, pid {backend.pid}) died during the run",
+        if not backend.alive():
+            raise ProxyError(f"the fault proxy ({backend.kind} at {backend.url}) died during the run",
                              hint=f"see {journal.run_dir / 'logs' / 'proxy.log'}")
         for name in loaded.stack.services:
             if name not in (expected_down or ()) and not runtime.is_alive(name):

@@ -87,8 +87,13 @@ def _compile_expr(node: ast.expr) -> Draw:
         value = node.value
         return lambda rng: value
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        inner = _compile_expr(node.operand)
-        return lambda rng: -inner(rng)
+        # a negative number; minus on anything else (-words(5) is a string) is refused here
+        operand = node.operand
+        if not (isinstance(operand, ast.Constant) and isinstance(operand.value, int | float)
+                and not isinstance(operand.value, bool)):
+            raise TemplateError(f"'-' applies to numbers only, not to {ast.unparse(operand)!r}")
+        negative = -operand.value
+        return lambda rng: negative
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
         name = node.func.id
         if name not in FUNCTIONS:

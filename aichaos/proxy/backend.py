@@ -4,8 +4,9 @@
 2. ``toxiproxy-server`` found on PATH, started on a free loopback port;
 3. the builtin server (``aichaos proxy serve``), started as a child process.
 
-(The ``ghcr.io/shopify/toxiproxy`` image is the choice of the docker runtime.) The journal records
-which one served and its version.
+Under the docker runtime, 2 and 3 are containers instead (``aichaos.proxy.container``): the
+``ghcr.io/shopify/toxiproxy`` image when it is here or can be pulled, else the builtin server in an
+image of its own. The journal records which one served and its version.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aichaos.errors import ProxyError
 from aichaos.interrupts import deferred
@@ -33,10 +35,22 @@ READY_PREFIX = "aichaos proxy listening on "
 
 @dataclass
 class ProxyBackend:
-    kind: str  # "url" | "toxiproxy-server" | "builtin"
+    kind: str  # "url" | "toxiproxy-server" | "builtin" | "toxiproxy-image" | "builtin-container"
     url: str
     version: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    container: Any = field(default=None, repr=False)  # the proxy's container under the docker runtime
+    log_path: Path | None = None
+
+    def alive(self) -> bool:
+        """False once a proxy this run started has died (one at a URL is not watched)."""
+        if self.process is not None:
+            return self.process.poll() is None
+        if self.container is not None:
+            from aichaos.proxy.container import container_alive
+
+            return container_alive(self.container)
+        return True
 
     @property
     def client(self) -> ToxiproxyClient:
@@ -47,6 +61,11 @@ class ProxyBackend:
         return self.process.pid if self.process else None
 
     def close(self) -> None:
+        if self.container is not None:
+            from aichaos.proxy.container import stop_proxy_container
+
+            stop_proxy_container(self.container, self.log_path or Path("/dev/null"))
+            return
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)
@@ -110,3 +129,20 @@ def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 
             ProxyBackend(kind, backend_url, process=process).close()
         raise
     return ProxyBackend(kind, backend_url, version, process)
+
+
+def start_proxy_container_backend(run_dir: Path, run_id: str, build_args: dict[str, str],
+                                  timeout: float = 30.0) -> ProxyBackend:
+    """The docker runtime's fault proxy: a container (see ``aichaos.proxy.container``)."""
+    from aichaos.proxy.container import start_proxy_container
+    from aichaos.runtime.docker import engine
+
+    log_path = run_dir / "logs" / "proxy.log"
+    kind, url, container = start_proxy_container(engine(), run_id, build_args, log_path)
+    backend = ProxyBackend(kind, url, container=container, log_path=log_path)
+    try:
+        backend.version = _wait_for_api(url, None, log_path, timeout)
+    except BaseException:
+        backend.close()
+        raise
+    return backend

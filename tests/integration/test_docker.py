@@ -62,6 +62,11 @@ def test_sample_stack_under_docker_passes_the_demo_experiment(tmp_path, docker_a
     j = journal(run_dir)
     assert j["environment"]["runtime"] == "docker"
     assert all(s["container"] for s in j["services"].values())
+    proxy = j["environment"]["proxy"]["kind"]
+    assert proxy in ("toxiproxy-image", "builtin-container")  # the fault proxy ran in a container too
+    if proxy == "builtin-container":
+        assert "could not be pulled" in result.stdout + result.stderr  # and the run said which, and why
+    assert (run_dir / "logs" / "proxy.log").read_text()
     added = phase(j, "fault")["p50_ms"] - phase(j, "baseline")["p50_ms"]
     assert added == pytest.approx(300, rel=0.2)
     assert "under docker" in result.stdout + result.stderr  # the summary prints the time to a ready stack
@@ -99,7 +104,7 @@ def test_restart_cpu_and_memory_squeeze_are_restored(tmp_path, docker_args):
     j = journal(tmp_path / "run")
     try:
         containers = {c.labels["aichaos.service"]: c for c in labelled(j["run_id"])}
-        assert set(containers) == {"backend", "frontend"}
+        assert set(containers) == {"backend", "frontend", "fault-proxy"}  # --keep-stack keeps them all
         backend, frontend = containers["backend"].attrs["HostConfig"], containers["frontend"].attrs["HostConfig"]
         assert backend["CpuQuota"] in (0, -1)  # the squeeze was given back
         assert frontend["Memory"] > 1024 * 2**20

@@ -51,3 +51,10 @@ def test_nested_structures():
 def test_rejects_anything_but_known_calls(bad):
     with pytest.raises(TemplateError):
         check_templates({"t": bad})
+
+
+def test_minus_applies_to_numbers_only():
+    assert compile_template("{{ uniform(-2, -1) }}")(random.Random(1)) < 0
+    for bad in ("{{ -words(5) }}", "{{ -'a' }}", "{{ --1 }}"):
+        with pytest.raises(TemplateError, match="numbers only"):
+            compile_template(bad)

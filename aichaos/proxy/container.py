@@ -1,0 +1,124 @@
+"""The fault proxy of the docker runtime, as a container on the host's network:
+
+1. the ``ghcr.io/shopify/toxiproxy`` image, when it is here or can be pulled;
+2. otherwise aichaos's builtin server in an image built on the spot from this installation's
+   ``aichaos`` package (standard library only, on the stack's base image), and the run says so.
+
+The container is labelled with the run id like the stack's, so teardown and ``aichaos cleanup``
+remove it. Its API listens on a free loopback port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aichaos import __version__
+from aichaos.errors import ProxyError
+from aichaos.runtime.docker import RUN_LABEL, SERVICE_LABEL
+from aichaos.runtime.ports import free_port
+
+TOXIPROXY_IMAGE = "ghcr.io/shopify/toxiproxy:latest"
+DOCKERFILE = """\
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+COPY aichaos/ /opt/aichaos/aichaos/
+ENV PYTHONPATH=/opt/aichaos PYTHONUNBUFFERED=1
+ENTRYPOINT ["python3", "-m", "aichaos.proxy"]
+"""
+
+
+def _toxiproxy_image(client: Any, pull_timeout: float) -> str | None:
+    from docker.errors import DockerException, ImageNotFound
+
+    try:
+        client.images.get(TOXIPROXY_IMAGE)
+        return TOXIPROXY_IMAGE
+    except ImageNotFound:
+        pass
+    except DockerException:
+        return None
+    try:
+        import docker
+
+        docker.from_env(timeout=int(pull_timeout)).images.pull(TOXIPROXY_IMAGE)
+        return TOXIPROXY_IMAGE
+    except Exception:  # no registry, no network, a slow one: the builtin server will do
+        return None
+
+
+def _builtin_image(client: Any, build_args: dict[str, str]) -> str:
+    """Build (once per aichaos version, source and base) the image of the builtin server."""
+    from docker.errors import BuildError, DockerException, ImageNotFound
+
+    package = Path(__file__).resolve().parent.parent
+    sources = sorted(p for p in package.rglob("*.py"))
+    digest = hashlib.sha256(str(sorted(build_args.items())).encode())
+    for path in sources:
+        digest.update(path.read_bytes())
+    tag = f"aichaos-proxy:{__version__}-{digest.hexdigest()[:10]}"
+    try:
+        client.images.get(tag)
+        return tag
+    except ImageNotFound:
+        pass
+    with tempfile.TemporaryDirectory() as context:
+        root = Path(context)
+        for path in sources:
+            target = root / "aichaos" / path.relative_to(package)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        (root / "Dockerfile").write_text(DOCKERFILE)
+        try:
+            client.images.build(path=context, tag=tag, buildargs=build_args or None, network_mode="host", rm=True)
+        except (BuildError, DockerException) as exc:
+            raise ProxyError(f"could not build the builtin fault proxy's image: {exc}",
+                             hint="pass a base image that has python3 with --build-arg BASE_IMAGE=...") from exc
+    return tag
+
+
+def start_proxy_container(client: Any, run_id: str, build_args: dict[str, str], log_path: Path,
+                          pull_timeout: float = 20.0) -> tuple[str, str, Any]:
+    """Start the proxy container; returns (kind, API URL, container)."""
+    from docker.errors import DockerException
+
+    port = free_port()
+    image = _toxiproxy_image(client, pull_timeout)
+    if image is not None:
+        kind, command = "toxiproxy-image", ["-host", "127.0.0.1", "-port", str(port)]
+    else:
+        image = _builtin_image(client, build_args)
+        kind, command = "builtin-container", ["--host", "127.0.0.1", "--port", str(port)]
+    try:
+        container = client.containers.run(image, command=command, detach=True, network_mode="host",
+                                          name=f"aichaos-{run_id}-fault-proxy",
+                                          labels={RUN_LABEL: run_id, SERVICE_LABEL: "fault-proxy"})
+    except DockerException as exc:
+        raise ProxyError(f"could not start the fault proxy container from {image}: {exc}") from exc
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    return kind, f"http://127.0.0.1:{port}", container
+
+
+def stop_proxy_container(container: Any, log_path: Path) -> None:
+    from docker.errors import DockerException
+
+    try:
+        log_path.write_bytes(container.logs())
+        container.remove(force=True)
+    except DockerException:
+        pass
+
+
+def container_alive(container: Any) -> bool:
+    from docker.errors import DockerException
+
+    try:
+        container.reload()
+    except DockerException:
+        return False
+    return bool(container.status == "running")
+
+
