@@ -109,7 +109,7 @@ def apply_container_fault(fault: ContainerFault, phase: str, runtime: Runtime, h
             raise FaultInjectionError(f"could not pause {name}: {exc}") from exc
         return AppliedFault(phase, fault.type, name, f"{name} paused", spec, time.time(),
                             revert_action=lambda: runtime.resume_service(name),
-                            undo_record=_pause_undo(runtime, handle, name))
+                            undo_record=pause_undo(runtime, handle, name))
     container = getattr(runtime, "containers", {}).get(name)
     if container is None:
         raise FaultInjectionError(f"{fault.type} squeezes a container: it needs the docker runtime")
@@ -139,7 +139,8 @@ def _stop(runtime: Runtime, name: str) -> None:
     stop_process(runtime.processes[name], 5.0)  # type: ignore[attr-defined]
 
 
-def _pause_undo(runtime: Runtime, handle: StackHandle, name: str) -> dict[str, Any]:
+def pause_undo(runtime: Runtime, handle: StackHandle, name: str) -> dict[str, Any]:
+    """What `aichaos cleanup` needs to unfreeze a paused service: its container, or its process group."""
     container = getattr(runtime, "containers", {}).get(name)
     if container is not None:
         return {"container": container.id, "unpause": True}

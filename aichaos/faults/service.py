@@ -31,9 +31,11 @@ def pause(fault: PipelineStallFault, phase: str, runtime: Runtime, handle: Stack
         runtime.pause_service(fault.service)
     except (OSError, KeyError) as exc:
         raise FaultInjectionError(f"could not pause {fault.service}: {exc}") from exc
+    from aichaos.faults.container import pause_undo
+
     return AppliedFault(phase, fault.type, fault.service, f"{fault.service} paused (its processes stopped)",
                         _spec(fault), time.time(), revert_action=lambda: runtime.resume_service(fault.service),
-                        undo_record={"resume_pid": handle.services[fault.service].pid})
+                        undo_record=pause_undo(runtime, handle, fault.service))
 
 
 def cold_start(fault: ColdStartFault, phase: str, runtime: Runtime, handle: StackHandle, stack: Stack,
