@@ -97,18 +97,19 @@ def test_container_fault_shows_in_the_metrics_and_is_reverted(tmp_path, docker_a
     assert labelled(j["run_id"]) == []
 
 
-def test_restart_cpu_and_memory_squeeze_are_restored(tmp_path, docker_args):
-    faults = "[{type: cpu, service: backend, cpus: 0.1}, {type: memory, service: frontend, mb: 96}]"
+def test_cpu_squeeze_shows_as_latency_and_both_squeezes_are_restored(tmp_path, docker_args):
+    faults = "[{type: cpu, service: backend, cpus: 0.02}, {type: memory, service: frontend, mb: 96}]"
     result = run(["run", *plain(tmp_path, faults, docker_args), "--keep-stack"], timeout=300)
     assert result.returncode in (0, 1), result.stderr + result.stdout
     j = journal(tmp_path / "run")
+    assert phase(j, "fault")["p50_ms"] > 2 * phase(j, "baseline")["p50_ms"]  # 2% of a CPU: the backend crawls
     try:
         containers = {c.labels["aichaos.service"]: c for c in labelled(j["run_id"])}
         assert set(containers) == {"backend", "frontend", "fault-proxy"}  # --keep-stack keeps them all
         backend, frontend = containers["backend"].attrs["HostConfig"], containers["frontend"].attrs["HostConfig"]
         assert backend["CpuQuota"] in (0, -1)  # the squeeze was given back
         assert frontend["Memory"] > 1024 * 2**20
-        assert [f["description"] for f in j["faults"]] == ["backend limited to 0.1 CPU",
+        assert [f["description"] for f in j["faults"]] == ["backend limited to 0.02 CPU",
                                                            "frontend limited to 96 MiB of memory"]
         assert all(f["reverted_at"] and not f["revert_error"] for f in j["faults"])
     finally:
@@ -148,3 +149,28 @@ def test_cleanup_removes_the_containers_of_a_run_killed_with_sigkill(tmp_path, d
     assert "removed container" in result.stdout
     time.sleep(0.3)
     assert labelled(run_id) == []
+
+
+def test_an_external_container_is_touched_only_with_allow_external(tmp_path, docker_args):
+    import docker
+
+    client = docker.from_env()
+    image = next(t for t in (i.tags[0] for i in client.images.list() if i.tags) if t.startswith("aichaos-plain-"))
+    outsider = client.containers.run(image, ["python3", "-c", "import time; time.sleep(300)"], detach=True,
+                                     network_mode="host", name=f"outsider-{tmp_path.name}"[:60])
+    try:
+        fault = f"[{{type: pause, container: {outsider.name}}}]"
+        refused = run(["run", *plain(tmp_path, fault, docker_args)])
+        assert refused.returncode == 2 and "--allow-external" in refused.stderr
+        outsider.reload()
+        assert outsider.status == "running"
+        (tmp_path / "run").rename(tmp_path / "refused")
+        result = run(["run", *plain(tmp_path, fault, docker_args), "--allow-external"], timeout=300)
+        assert result.returncode in (0, 1), result.stderr + result.stdout
+        j = journal(tmp_path / "run")
+        assert j["faults"][0]["description"] == f"container {outsider.name} paused"
+        assert j["faults"][0]["reverted_at"] and not j["faults"][0]["revert_error"]
+        outsider.reload()
+        assert outsider.status == "running"  # unpaused, and left running: it is not the run's to remove
+    finally:
+        outsider.remove(force=True)
