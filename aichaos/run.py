@@ -245,6 +245,10 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
                      loaded.path.parent)
     load = LoadGenerator(spec, run_dir / "logs" / "load.log", store)
     holder["load"] = load
+    if experiment.load.remote_workers:
+        master = f"{spec['master_bind']}:{spec['master_port']}"
+        report(f"waiting up to 60s for {experiment.load.remote_workers} remote load worker(s): on each machine run "
+               f"`aichaos worker --master {master}` (with the address this machine has there)")
     load.start()
     state.load_pid = load.pid
     state.save()

@@ -296,6 +296,9 @@ def run_main(spec: dict[str, Any]) -> int:
                 emit({"type": "error", "message": f"{len(runner.clients.ready)} of {expected} load workers "
                                                   f"connected to the master at {spec['master_bind']}:"
                                                   f"{spec['master_port']}"})
+                for child in children:
+                    child.kill()
+                    child.wait(5)
                 return 3
             gevent.sleep(0.1)
     else:
