@@ -301,7 +301,7 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
 
     Returns True when a stop condition fired.
     """
-    next_check = 0.0
+    next_check = next_watch = 0.0
     queries = queries_of(experiment) if experiment is not None else {}
     # a distributed load reports a second about a second later: read only seconds that are complete
     lag = 2 if loaded.experiment.load.distributed else 1
@@ -311,13 +311,15 @@ def _sleep_until(deadline: float, store: SampleStore, journal: Journal, load: An
             return False
         if not load.alive():
             raise LoadError(f"the load process died (see {load.log_path})")
-        if not backend.alive():
-            raise ProxyError(f"the fault proxy ({backend.kind} at {backend.url}) died during the run",
-                             hint=f"see {journal.run_dir / 'logs' / 'proxy.log'}")
-        for name in loaded.stack.services:
-            if name not in (expected_down or ()) and not runtime.is_alive(name):
-                raise StackStartError(f"service {name!r} {runtime.exit_reason(name)} during the run",
-                                      hint=f"see {runtime.logs.get(name)}")
+        if now >= next_watch:  # twice a second: under docker each look is an API call per container
+            next_watch = now + 0.5
+            if not backend.alive():
+                raise ProxyError(f"the fault proxy ({backend.kind} at {backend.url}) died during the run",
+                                 hint=f"see {journal.run_dir / 'logs' / 'proxy.log'}")
+            for name in loaded.stack.services:
+                if name not in (expected_down or ()) and not runtime.is_alive(name):
+                    raise StackStartError(f"service {name!r} {runtime.exit_reason(name)} during the run",
+                                          hint=f"see {runtime.logs.get(name)}")
         if experiment is not None and experiment.stop_when and now >= next_check:
             next_check = now + 0.5
             longest = max(max(1, round(t.for_)) for c in experiment.stop_when for t in c.conditions().values())

@@ -244,6 +244,9 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
                                                      for name, series in slo_metrics.items()]
     scraped += [(("stop_when", i, "metrics", name), name, list(series)) for i, c in enumerate(experiment.stop_when)
                 for name, series in c.metrics.items()]
+    if experiment.gates.degradation is not None:
+        scraped += [(("gates", "degradation", "metrics", name), name, list(series))
+                    for name, series in experiment.gates.degradation.metrics.items()]
     for key, name, selectors in scraped:
         if name not in stack.services:
             close = difflib.get_close_matches(name, services, n=1)

@@ -233,9 +233,16 @@ class Degradation(Strict):
     p95_ms: RatioLimit | None = None
     p99_ms: RatioLimit | None = None
     error_rate: RatioLimit | None = None
+    metrics: dict[str, dict[Selector, RatioLimit]] = Field(
+        default_factory=dict, description="scraped service metrics, like the SLO's: the fault phase's value "
+                                          "against the baseline's")
 
     def limits(self) -> dict[str, RatioLimit]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
+        """Every limit, by metric: request metrics by name, scraped ones as ``service/selector``."""
+        out = {k: v for k, v in self.__dict__.items() if v is not None and k != "metrics"}
+        out.update({f"{service}/{selector}": limit for service, series in self.metrics.items()
+                    for selector, limit in series.items()})
+        return out
 
 
 class Gates(Strict):

@@ -35,7 +35,10 @@ Queries = Mapping[str, tuple[str, Query]]
 def queries_of(experiment: Experiment) -> dict[str, tuple[str, Query]]:
     """Every scraped metric that the experiment's SLOs and stop conditions read."""
     out: dict[str, tuple[str, Query]] = {}
-    sources = [experiment.steady_state.slo.metrics] + [c.metrics for c in experiment.stop_when]
+    sources: list[Mapping[str, Mapping[str, Any]]] = [experiment.steady_state.slo.metrics]
+    sources += [c.metrics for c in experiment.stop_when]
+    if experiment.gates.degradation is not None:
+        sources.append(experiment.gates.degradation.metrics)
     for metrics in sources:
         for service, series in metrics.items():
             for selector in series:

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from aichaos.experiment.model import Experiment, Slo
-from aichaos.metrics.analysis import WindowStatus, error_budget_spent, metrics_of, queries_of, windows
+from aichaos.metrics.analysis import (
+    WindowStatus,
+    degradation,
+    error_budget_spent,
+    metrics_of,
+    queries_of,
+    windows,
+)
 from aichaos.metrics.histogram import bucket_of
 from aichaos.metrics.samples import Bucket
 from aichaos.metrics.scrape import ScrapeStore, mean_value, parse_exposition, parse_selector, window_value
@@ -111,3 +120,26 @@ def test_a_counter_increment_belongs_to_the_window_after_the_scrape_before_it():
     q = parse_selector("c")
     assert window_value(store, "svc", q, T, T + 3) == (0.0, 0.0)
     assert window_value(store, "svc", q, T + 3, T + 5) == (2.5, 2.5)
+
+
+def test_degradation_gate_on_a_scraped_metric_fails_a_run_whose_answers_degraded():
+    from aichaos.report.journal import FaultResult, Journal, evaluate_gates
+
+    e = Experiment.model_validate({
+        "version": 1, "name": "x", "stack": "s", "load": {"target": "gw", "users": 1,
+                                                         "requests": [{"name": "a", "path": "/"}]},
+        "steady_state": {"slo": {"p95_ms": {"max": 100}}},
+        "phases": [{"name": "a", "duration": 1}],
+        "gates": {"degradation": {"metrics": {"gw": {"degraded_total / requests_total": {"max_delta": 0.05}}}}}})
+    key = "gw/degraded_total / requests_total"
+    assert key in queries_of(e)
+    base = metrics_of({}, T, T + 1)
+    ok = FaultResult("fault", [], T, T + 1, None, None, {})
+    for value, passed in ((0.03, True), (0.3, False)):
+        baseline = type(base)(**{**base.__dict__, "scraped": {key: (0.0, 0.0)}})
+        fault = type(base)(**{**base.__dict__, "scraped": {key: (value, value)}})
+        ok.degradation = degradation(baseline, fault)
+        journal = Journal("r", Path("."), "f", "s", {}, fault_results=[ok])
+        [gate] = evaluate_gates(journal, e.model_copy(update={"gates": e.gates.model_copy(
+            update={"baseline_steady": False})}))
+        assert gate.name == f"degradation.{key}" and gate.passed is passed
