@@ -84,10 +84,10 @@ def apply_container_fault(fault: ContainerFault, phase: str, runtime: Runtime, h
         expected_down.add(name)
         try:
             if isinstance(fault, ContainerKillFault):
-                _signal(runtime, name, fault.signal)
+                runtime.signal_service(name, fault.signal)
                 what = f"{name} killed ({fault.signal})"
             else:
-                _stop(runtime, name)
+                runtime.stop_service(name)
                 what = f"{name} stopped"
         except (AichaosError, OSError) as exc:
             expected_down.discard(name)
@@ -110,38 +110,15 @@ def apply_container_fault(fault: ContainerFault, phase: str, runtime: Runtime, h
         return AppliedFault(phase, fault.type, name, f"{name} paused", spec, time.time(),
                             revert_action=lambda: runtime.resume_service(name),
                             undo_record=pause_undo(runtime, handle, name))
-    container = getattr(runtime, "containers", {}).get(name)
+    container = runtime.container_of(name)
     if container is None:
         raise FaultInjectionError(f"{fault.type} squeezes a container: it needs the docker runtime")
     return _squeeze(fault, phase, container, name)
 
 
-def _signal(runtime: Runtime, name: str, signal_name: str) -> None:
-    containers = getattr(runtime, "containers", None)
-    if containers is not None:
-        _docker_call(containers[name], "kill", signal=signal_name)
-        return
-    import os
-    import signal
-
-    process = runtime.processes[name]  # type: ignore[attr-defined]
-    os.killpg(process.pid, getattr(signal, signal_name))
-    process.wait(10)
-
-
-def _stop(runtime: Runtime, name: str) -> None:
-    containers = getattr(runtime, "containers", None)
-    if containers is not None:
-        _docker_call(containers[name], "stop", timeout=5)
-        return
-    from aichaos.runtime.local import stop_process
-
-    stop_process(runtime.processes[name], 5.0)  # type: ignore[attr-defined]
-
-
 def pause_undo(runtime: Runtime, handle: StackHandle, name: str) -> dict[str, Any]:
     """What `aichaos cleanup` needs to unfreeze a paused service: its container, or its process group."""
-    container = getattr(runtime, "containers", {}).get(name)
+    container: Any = runtime.container_of(name)
     if container is not None:
         return {"container": container.id, "unpause": True}
     return {"resume_pid": handle.services[name].pid}

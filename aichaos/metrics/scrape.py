@@ -159,6 +159,13 @@ class ScrapeStore:
                    scraped={int(e["second"]): set(e.get("scraped", ())) for e in data.get("series", [])})
 
 
+def _kind(store: ScrapeStore, service: str, selector: Selector) -> str:
+    """counter when every series the service exported under the selector's name is one, else gauge."""
+    kinds = store.kinds.get(service, {})
+    same_name = [k for k in kinds if split_key(k)[0] == selector.name]
+    return "counter" if same_name and all(kinds[k] == "counter" for k in same_name) else "gauge"
+
+
 def _points(store: ScrapeStore, service: str, selector: Selector, start: int, end: int) -> tuple[str, list[float]]:
     """(kind, value per scraped second in [start, end)) of a selector, summed or maxed over its series.
 
@@ -167,9 +174,8 @@ def _points(store: ScrapeStore, service: str, selector: Selector, start: int, en
     has been incremented, and "no 503 yet" must read as 0, not as no data.
     """
     kinds = store.kinds.get(service, {})
-    same_name = [k for k in kinds if split_key(k)[0] == selector.name]
-    keys = [k for k in same_name if selector.matches(*split_key(k))]
-    kind = "counter" if same_name and all(kinds[k] == "counter" for k in same_name) else "gauge"
+    keys = [k for k in kinds if selector.matches(*split_key(k))]
+    kind = _kind(store, service, selector)
     points: list[float] = []
     for second in range(start, end):
         scraped = store.series.get(second, {}).get(service)
@@ -194,9 +200,9 @@ def window_value(store: ScrapeStore, service: str, query: Query, start: int, end
                  ) -> tuple[float, float] | None:
     """(lowest, highest) value of ``query`` over seconds [start, end): equal for counters and ratios.
     None when the window holds too few scrapes to say."""
-    kind, points = _points(store, service, query.numerator, start, end)
-    if kind == "counter" or query.denominator is not None:  # from just before the window to just before its end
-        kind, points = _points(store, service, query.numerator, start - 1, end)
+    # a counter or ratio reads from just before the window to just before its end; a gauge, within it
+    counting = query.denominator is not None or _kind(store, service, query.numerator) == "counter"
+    kind, points = _points(store, service, query.numerator, start - 1 if counting else start, end)
     if query.denominator is not None:
         _, below = _points(store, service, query.denominator, start - 1, end)
         if len(points) < 2 or len(below) < 2 or _increase(below) <= 0:
@@ -215,10 +221,10 @@ def window_value(store: ScrapeStore, service: str, query: Query, start: int, end
 
 def mean_value(store: ScrapeStore, service: str, query: Query, start: int, end: int) -> float | None:
     """A summary of ``query`` over [start, end) for reports: a gauge's mean, a counter's rate, a ratio."""
-    kind, points = _points(store, service, query.numerator, start, end)
-    if query.denominator is not None or kind == "counter":
+    if query.denominator is not None or _kind(store, service, query.numerator) == "counter":
         value = window_value(store, service, query, start, end)
         return None if value is None else value[1]
+    _, points = _points(store, service, query.numerator, start, end)
     return sum(points) / len(points) if points else None
 
 

@@ -190,6 +190,15 @@ class DockerRuntime:
         return RunningService(name=name, host="127.0.0.1", port=port, pid=None, log_path=self.logs[name],
                               container=self.containers[name].id)
 
+    def signal_service(self, name: str, signal_name: str) -> None:
+        self._call(name, "kill", signal=signal_name)
+
+    def stop_service(self, name: str) -> None:
+        self._call(name, "stop", timeout=5)
+
+    def container_of(self, name: str) -> Any:
+        return self.containers.get(name)
+
     def pause_service(self, name: str) -> None:
         self._call(name, "pause")
 

@@ -135,6 +135,19 @@ class LocalRuntime:
         service, port, env = self.launch[name]
         return self.start_service(name, service, port, env)
 
+    def signal_service(self, name: str, signal_name: str) -> None:
+        """Send ``signal_name`` (e.g. SIGKILL) to the service's process group and wait for it to go."""
+        process = self.processes[name]
+        os.killpg(process.pid, getattr(signal, signal_name))
+        process.wait(10)
+
+    def stop_service(self, name: str) -> None:
+        """SIGTERM, then SIGKILL after 5 s, like ``docker stop``."""
+        stop_process(self.processes[name], 5.0)
+
+    def container_of(self, name: str) -> None:
+        return None
+
     def pause_service(self, name: str) -> None:
         """Freeze every process of the service (SIGSTOP to its group), like ``docker pause``."""
         os.killpg(self.processes[name].pid, signal.SIGSTOP)
