@@ -52,6 +52,7 @@ class RunOptions:
     toxiproxy_url: str | None = None
     keep_stack: bool = False
     runtime: str | None = None  # overrides the experiment's runtime
+    network: str | None = None  # overrides the stack file's network (docker runtime): run or host
     seed: int | None = None
     build_args: dict[str, str] = field(default_factory=dict)  # docker build args (--build-arg)
     allow_external: bool = False  # container faults may touch containers the run did not start
@@ -179,8 +180,24 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     experiment = loaded.experiment
     started = time.monotonic()
     url = options.toxiproxy_url or experiment.toxiproxy_url
+    runtime: Any
+    if runtime_name == "docker":
+        network = options.network or loaded.stack.network
+        if network == "run" and url:
+            raise UsageError("a fault proxy at a URL cannot reach the services on the run's own docker network: "
+                             "use network: host in the stack file (or --network host) with toxiproxy_url")
+        runtime = DockerRuntime(journal.run_id, run_dir, loaded.stack_path.parent, options.build_args,
+                                loaded.stack_path.stem, network=network)
+        holder["runtime"] = runtime
+        runtime.open_network()
+        journal.environment["network"] = runtime.network_name or "host"
+        report(f"docker network {runtime.network_name}: services reach each other by name, ports are "
+               "published on 127.0.0.1" if runtime.network_name else "docker network: the host's")
+    else:
+        runtime = LocalRuntime(run_dir, loaded.stack_path.parent)
+        holder["runtime"] = runtime
     if runtime_name == "docker" and not url:
-        backend = start_proxy_container_backend(run_dir, journal.run_id, options.build_args)
+        backend = start_proxy_container_backend(run_dir, runtime, options.build_args)
     else:
         backend = start_proxy_backend(run_dir, url)
     holder["backend"] = backend
@@ -193,13 +210,6 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
                "Toxiproxy-compatible server serves in a container instead")
 
     client = backend.client
-    runtime: Any
-    if runtime_name == "docker":
-        runtime = DockerRuntime(journal.run_id, run_dir, loaded.stack_path.parent, options.build_args,
-                                loaded.stack_path.stem)
-    else:
-        runtime = LocalRuntime(run_dir, loaded.stack_path.parent)
-    holder["runtime"] = runtime
     handle = StackHandle()
     holder["handle"] = handle
 
@@ -217,7 +227,8 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     journal.services = {n: {"port": s.port, "pid": s.pid, "container": s.container,
                             "ready_after_s": round(s.ready_after_s, 3), "log": str(s.log_path)}
                         for n, s in handle.services.items()}
-    journal.proxies = {edge: {"proxy": p.name, "listen": p.listen, "upstream": p.upstream}
+    journal.proxies = {edge: {"proxy": p.name, "listen": p.listen, "upstream": p.upstream,
+                              "address": handle.addresses.get(edge)}
                        for edge, p in handle.proxies.items()}
     ready = f"stack ready in {journal.stack_ready_s:.1f}s"
     if runtime_name == "docker":
@@ -397,7 +408,9 @@ def _teardown(journal: Journal, state: RunState, applied: list[AppliedFault], ho
         report("--keep-stack: leaving the stack running; stop it with `aichaos cleanup --run "
                f"{journal.run_id}`")
     if backend is not None and not options.keep_stack:
-        backend.close()
+        leftovers += backend.close()
+    if runtime is not None and not options.keep_stack:
+        leftovers += runtime.close_network()  # last: the proxy and the services were on it
     unreverted = [f for f in applied if not f.reverted]
     if unreverted:
         leftovers += [f"fault {f.description} ({f.revert_error})" for f in unreverted]

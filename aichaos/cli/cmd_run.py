@@ -12,6 +12,8 @@ def run(
     run_dir: Path | None = typer.Option(None, help="Use exactly this run directory."),
     toxiproxy_url: str | None = typer.Option(None, help="Use the Toxiproxy server at this URL."),
     runtime: str | None = typer.Option(None, help="Override the experiment's runtime: auto, local, docker."),
+    network: str | None = typer.Option(None, help="Docker runtime: 'run' (a network of the run's own) or 'host'; "
+                                                  "overrides the stack file's network."),
     keep_stack: bool = typer.Option(False, "--keep-stack", help="Leave the stack running after the run."),
     junit: Path | None = typer.Option(None, help="Also write the gates as JUnit XML here."),
     markdown: Path | None = typer.Option(None, help="Also write a Markdown report here."),
@@ -37,6 +39,9 @@ def run(
     if runtime is not None and runtime not in ("auto", "local", "docker"):
         term.error(f"--runtime must be auto, local or docker, not {runtime!r}")
         raise typer.Exit(ExitCode.INVALID)
+    if network is not None and network not in ("run", "host"):
+        term.error(f"--network must be run or host, not {network!r}")
+        raise typer.Exit(ExitCode.INVALID)
     build_args = {}
     for item in build_arg:
         key, sep, value = item.partition("=")
@@ -55,7 +60,7 @@ def run(
         term.warning(f"run {stale.run_id} {why} ({stale.path}); "
                      f"`aichaos cleanup --runs-dir {runs_dir} --run {stale.run_id}` stops it")
     options = RunOptions(runs_dir=runs_dir, run_dir=run_dir, toxiproxy_url=toxiproxy_url,
-                         keep_stack=keep_stack, runtime=runtime, seed=seed, build_args=build_args,
+                         keep_stack=keep_stack, runtime=runtime, network=network, seed=seed, build_args=build_args,
                          allow_external=allow_external)
     journal = run_experiment(loaded, options, report=term.info)
     (journal.run_dir / "junit.xml").write_text(junit_xml(journal))

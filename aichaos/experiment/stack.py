@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from aichaos.experiment.types import Duration, Strict
 
 SERVICE_NAME = r"^[a-z][a-z0-9_-]{0,62}$"
+PROXY_ALIAS = "aichaos-fault-proxy"  # the fault proxy's name on a run's own docker network
 
 
 class Readiness(Strict):
@@ -71,6 +72,10 @@ class Service(Strict):
 
 class Stack(Strict):
     services: dict[str, Service] = Field(min_length=1)
+    network: Literal["run", "host"] = Field(
+        "run", description="docker runtime only: 'run' puts the stack on a network of its own, made for the run "
+                           "and removed after it (services reach each other by name, ports published on "
+                           "127.0.0.1); 'host' uses the host's network (every port on 127.0.0.1)")
 
     @model_validator(mode="after")
     def _references(self) -> Stack:
@@ -84,6 +89,8 @@ class Stack(Strict):
                     raise ValueError(f"service {name!r} depends on {dep!r}, which is not in services")
                 if dep == name:
                     raise ValueError(f"service {name!r} depends on itself")
+            if name == PROXY_ALIAS:
+                raise ValueError(f"service name {name!r} is taken by aichaos's fault proxy")
         self.start_order()  # raises on a cycle
         return self
 

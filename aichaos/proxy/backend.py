@@ -20,13 +20,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aichaos.errors import ProxyError
 from aichaos.interrupts import deferred
 from aichaos.proxy.client import ToxiproxyClient
 from aichaos.runtime.logs import tail
 from aichaos.runtime.ports import free_port
+
+if TYPE_CHECKING:
+    from aichaos.runtime.docker import DockerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +63,24 @@ class ProxyBackend:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def close(self) -> None:
+    def close(self) -> list[str]:
+        """Stop the proxy this run started; returns what could not be stopped."""
         if self.container is not None:
             from aichaos.proxy.container import stop_proxy_container
 
-            stop_proxy_container(self.container, self.log_path or Path("/dev/null"))
-            return
+            return stop_proxy_container(self.container, self.log_path or Path("/dev/null"))
         if self.process is None or self.process.poll() is not None:
-            return
+            return []
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait(5)
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                return [f"fault proxy process {self.process.pid} (did not exit after SIGKILL)"]
+        return []
 
 
 def _wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: Path, timeout: float) -> str:
@@ -131,14 +138,14 @@ def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 
     return ProxyBackend(kind, backend_url, version, process)
 
 
-def start_proxy_container_backend(run_dir: Path, run_id: str, build_args: dict[str, str],
+def start_proxy_container_backend(run_dir: Path, runtime: DockerRuntime, build_args: dict[str, str],
                                   timeout: float = 30.0) -> ProxyBackend:
-    """The docker runtime's fault proxy: a container (see ``aichaos.proxy.container``)."""
+    """The docker runtime's fault proxy: a container on the runtime's network (see
+    ``aichaos.proxy.container``)."""
     from aichaos.proxy.container import start_proxy_container
-    from aichaos.runtime.docker import engine
 
     log_path = run_dir / "logs" / "proxy.log"
-    kind, url, container = start_proxy_container(engine(), run_id, build_args, log_path)
+    kind, url, container = start_proxy_container(runtime, build_args, log_path)
     backend = ProxyBackend(kind, url, container=container, log_path=log_path)
     try:
         backend.version = _wait_for_api(url, None, log_path, timeout)

@@ -1,11 +1,12 @@
-"""The fault proxy of the docker runtime, as a container on the host's network:
+"""The fault proxy of the docker runtime, as a container on the run's network (as
+``aichaos-fault-proxy``, its API published on 127.0.0.1) or on the host's:
 
 1. the ``ghcr.io/shopify/toxiproxy`` image, when it is here or can be pulled;
 2. otherwise aichaos's builtin server in an image built on the spot from this installation's
    ``aichaos`` package (standard library only, on the stack's base image), and the run says so.
 
 The container is labelled with the run id like the stack's, so teardown and ``aichaos cleanup``
-remove it. Its API listens on a free loopback port.
+remove it. Its API is on a free loopback port of the host.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Any
 
 from aichaos import __version__
 from aichaos.errors import ProxyError
-from aichaos.runtime.docker import RUN_LABEL, SERVICE_LABEL
+from aichaos.experiment.stack import PROXY_ALIAS
+from aichaos.runtime.docker import RUN_LABEL, SERVICE_LABEL, DockerRuntime
 from aichaos.runtime.ports import free_port
 
 TOXIPROXY_IMAGE = "ghcr.io/shopify/toxiproxy:latest"
@@ -80,36 +82,47 @@ def _builtin_image(client: Any, build_args: dict[str, str]) -> str:
     return tag
 
 
-def start_proxy_container(client: Any, run_id: str, build_args: dict[str, str], log_path: Path,
+def start_proxy_container(runtime: DockerRuntime, build_args: dict[str, str], log_path: Path,
                           pull_timeout: float = 20.0) -> tuple[str, str, Any]:
-    """Start the proxy container; returns (kind, API URL, container)."""
+    """Start the proxy container on the runtime's network; returns (kind, API URL, container)."""
     from docker.errors import DockerException
 
+    client, run_id = runtime.client, runtime.run_id
     port = free_port()
+    network = runtime.network_options(PROXY_ALIAS, [port])
+    bind = runtime.proxy_listen  # 0.0.0.0 inside the run's network, where only its API port is published
     image = _toxiproxy_image(client, pull_timeout)
     if image is not None:
-        kind, command = "toxiproxy-image", ["-host", "127.0.0.1", "-port", str(port)]
+        kind, command = "toxiproxy-image", ["-host", bind, "-port", str(port)]
     else:
         image = _builtin_image(client, build_args)
-        kind, command = "builtin-container", ["--host", "127.0.0.1", "--port", str(port)]
+        kind, command = "builtin-container", ["--host", bind, "--port", str(port)]
     try:
-        container = client.containers.run(image, command=command, detach=True, network_mode="host",
+        container = client.containers.run(image, command=command, detach=True,
                                           name=f"aichaos-{run_id}-fault-proxy",
-                                          labels={RUN_LABEL: run_id, SERVICE_LABEL: "fault-proxy"})
+                                          labels={RUN_LABEL: run_id, SERVICE_LABEL: "fault-proxy"},
+                                          **network)
     except DockerException as exc:
         raise ProxyError(f"could not start the fault proxy container from {image}: {exc}") from exc
     log_path.parent.mkdir(parents=True, exist_ok=True)
     return kind, f"http://127.0.0.1:{port}", container
 
 
-def stop_proxy_container(container: Any, log_path: Path) -> None:
-    from docker.errors import DockerException
+def stop_proxy_container(container: Any, log_path: Path) -> list[str]:
+    """Save the proxy's log and remove its container; returns what could not be removed."""
+    from docker.errors import DockerException, NotFound
 
     try:
         log_path.write_bytes(container.logs())
-        container.remove(force=True)
     except DockerException:
+        pass  # the log is a help; its container is what must go
+    try:
+        container.remove(force=True)
+    except NotFound:
         pass
+    except DockerException as exc:
+        return [f"fault proxy container {container.name} ({exc})"]
+    return []
 
 
 def container_alive(container: Any) -> bool:

@@ -29,6 +29,12 @@ class RunningService:
 class Runtime(Protocol):
     name: str
     logs: dict[str, Path]
+    proxy_host: str  # the fault proxy's host as the services see it
+    proxy_listen: str  # the address the fault proxy's listeners bind
+
+    def peer_address(self, name: str, port: int) -> str:
+        """host:port at which the fault proxy reaches service ``name``."""
+        ...
 
     def exit_reason(self, name: str) -> str | None: ...
 
@@ -58,6 +64,16 @@ class Runtime(Protocol):
         """Stop everything started; returns what could not be stopped (empty when all went well)."""
         ...
 
+    def close_network(self) -> list[str]:
+        """Remove the network made for the run, once nothing is on it; returns what could not be removed."""
+        ...
+
+
+def substitute(value: str, port: int, host: str = "127.0.0.1") -> str:
+    """A command argument or environment value with ``{port}`` (the service's port) and ``{host}``
+    (the address it should listen on: 127.0.0.1, or 0.0.0.0 on a run's own docker network) filled in."""
+    return value.replace("{port}", str(port)).replace("{host}", host)
+
 
 def proxy_name(edge: str) -> str:
     """Toxiproxy names allow no '>': gateway->model-server becomes gateway__model-server."""
@@ -68,6 +84,7 @@ def proxy_name(edge: str) -> str:
 class StackHandle:
     services: dict[str, RunningService] = field(default_factory=dict)
     proxies: dict[str, ProxyInfo] = field(default_factory=dict)  # edge -> proxy
+    addresses: dict[str, str] = field(default_factory=dict)  # edge -> the proxy's address as the dependent has it
 
 
 def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: StackHandle,
@@ -83,9 +100,11 @@ def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: Sta
         env: dict[str, str] = {}
         for dep, edge in service.depends_on.items():
             key = f"{name}->{dep}"
-            info = proxy.create_proxy(proxy_name(key), upstream=f"127.0.0.1:{ports[dep]}")
+            info = proxy.create_proxy(proxy_name(key), upstream=runtime.peer_address(dep, ports[dep]),
+                                      listen=f"{runtime.proxy_listen}:0")
             handle.proxies[key] = info
-            address = f"127.0.0.1:{info.port}"
+            address = f"{runtime.proxy_host}:{info.port}"
+            handle.addresses[key] = address
             env[edge.env] = address if edge.scheme == "tcp" else f"{edge.scheme}://{address}"
         running = runtime.start_service(name, service, ports[name], env)
         handle.services[name] = running

@@ -1,11 +1,21 @@
 """The docker runtime: each stack service is a container, built from its build context or pulled.
 
-Every container is labelled with the run id (``aichaos.run``) and its service (``aichaos.service``)
-so that teardown and ``aichaos cleanup`` find exactly what a run started, and never anything else.
-Networking is the host's (``network: host``, what aichaos's own tests use, every port on
-127.0.0.1): services listen on the ports aichaos allocates, and the fault proxy runs on the host
-like under the local runtime. Each container's output is saved to ``<run dir>/logs/<service>.log``
-when it stops, and shown when it fails to become ready.
+Every container and network is labelled with the run id (``aichaos.run``), containers with their
+service too (``aichaos.service``), so that teardown and ``aichaos cleanup`` find exactly what a run
+started, and never anything else.
+
+Two ways to network (the stack file's ``network:``):
+
+- ``run`` (the default): a bridge network made for the run, ``aichaos-<run id>``, removed after it.
+  Each service is on it under its own name, and so is the fault proxy (``aichaos-fault-proxy``):
+  a dependent's proxied address reads ``aichaos-fault-proxy:<port>``, and the proxy reaches the
+  dependency as ``<service>:<port>``. Each service's port is also published on 127.0.0.1 (same
+  number), for the load, readiness checks, scraping and hooks, which run on the host.
+- ``host``: the host's network, every port on 127.0.0.1 (what aichaos's own tests mostly use).
+
+Services listen on the port aichaos allocates (``{port}`` and ``$PORT``) either way. Each
+container's output is saved to ``<run dir>/logs/<service>.log`` when it stops, and shown when it
+fails to become ready.
 
 This is the only module that imports the docker SDK; its errors are translated here.
 """
@@ -19,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from aichaos.errors import EnvironmentFailure, StackStartError
-from aichaos.experiment.stack import Service
-from aichaos.runtime.base import RunningService
+from aichaos.experiment.stack import PROXY_ALIAS, Service
+from aichaos.runtime.base import RunningService, substitute
 from aichaos.runtime.readiness import wait_ready
 
 log = logging.getLogger(__name__)
@@ -50,17 +60,15 @@ def engine_answers() -> bool:
     return True
 
 
-def substitute(value: str, port: int) -> str:
-    return value.replace("{port}", str(port))
-
-
 class DockerRuntime:
     name = "docker"
 
     def __init__(self, run_id: str, run_dir: Path, stack_dir: Path, build_args: dict[str, str] | None = None,
-                 stack_name: str = "stack") -> None:
+                 stack_name: str = "stack", network: str = "run") -> None:
         self.client = engine()
         self.run_id = run_id
+        self.network_mode = network
+        self.network: Any = None  # the run's own network, once made
         self.run_dir = run_dir
         self.stack_dir = stack_dir
         self.build_args = dict(build_args or {})
@@ -71,6 +79,75 @@ class DockerRuntime:
         self.launch: dict[str, tuple[Service, int, dict[str, str]]] = {}
         self.images: dict[str, str] = {}  # build context -> tag built in this run
         self.build_seconds = 0.0
+
+    # ------------------------------------------------------------ network
+    @property
+    def network_name(self) -> str | None:
+        """The run's own network (``network: run``), or None on the host's network."""
+        return f"aichaos-{self.run_id}" if self.network_mode == "run" else None
+
+    @property
+    def proxy_host(self) -> str:
+        return PROXY_ALIAS if self.network_name else "127.0.0.1"
+
+    @property
+    def bind_host(self) -> str:
+        """Where services and the fault proxy listen: every address inside the run's own network
+        (only the published ports reach the host, on 127.0.0.1), else loopback."""
+        return "0.0.0.0" if self.network_name else "127.0.0.1"
+
+    @property
+    def proxy_listen(self) -> str:
+        return self.bind_host
+
+    def peer_address(self, name: str, port: int) -> str:
+        return f"{name if self.network_name else '127.0.0.1'}:{port}"
+
+    def open_network(self) -> None:
+        """Make the run's network (``network: run``); nothing to do on the host's."""
+        from docker.errors import APIError
+
+        if self.network_name is None or self.network is not None:
+            return
+        try:
+            self.network = self.client.networks.create(self.network_name, driver="bridge",
+                                                       labels={RUN_LABEL: self.run_id})
+        except APIError as exc:
+            raise StackStartError(f"could not create the docker network {self.network_name}: "
+                                  f"{exc.explanation or exc}",
+                                  hint="or use the host's network: network: host in the stack file, "
+                                       "or --network host") from exc
+
+    def close_network(self) -> list[str]:
+        """Remove the run's network, found by its label (so also one whose creation was interrupted
+        before its answer came back)."""
+        from docker.errors import APIError, NotFound
+
+        if self.network_name is None:
+            return []
+        leftovers = []
+        try:
+            found = self.client.networks.list(filters={"label": f"{RUN_LABEL}={self.run_id}"})
+        except APIError as exc:
+            return [f"network {self.network_name} (could not be listed: {exc.explanation or exc})"]
+        for network in found:
+            try:
+                network.remove()
+            except NotFound:
+                pass
+            except APIError as exc:
+                leftovers.append(f"network {network.name} ({exc.explanation or exc})")
+        self.network = None
+        return leftovers
+
+    def network_options(self, alias: str, ports: list[int]) -> dict[str, Any]:
+        """containers.run() arguments that put a container on the run's network under ``alias`` with
+        ``ports`` published on 127.0.0.1, or on the host's network."""
+        if self.network_name is None:
+            return {"network_mode": "host"}
+        return {"network": self.network_name, "hostname": alias,
+                "networking_config": {self.network_name: self.client.api.create_endpoint_config(aliases=[alias])},
+                "ports": {f"{port}/tcp": ("127.0.0.1", port) for port in ports}}
 
     # ------------------------------------------------------------ images
     def image_for(self, name: str, service: Service) -> str:
@@ -117,17 +194,17 @@ class DockerRuntime:
         from docker.errors import APIError
 
         image = self.image_for(name, service)
-        argv = [substitute(a, port) for a in service.command]
+        argv = [substitute(a, port, self.bind_host) for a in service.command]
         environment = {"PYTHONUNBUFFERED": "1", "PORT": str(port)}
-        environment.update({k: substitute(v, port) for k, v in service.env.items()})
+        environment.update({k: substitute(v, port, self.bind_host) for k, v in service.env.items()})
         environment.update(env)
         log_path = self.run_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
             container = self.client.containers.run(
-                image, command=argv, detach=True, environment=environment, network_mode="host",
+                image, command=argv, detach=True, environment=environment,
                 name=f"aichaos-{self.run_id}-{name}", labels={RUN_LABEL: self.run_id, SERVICE_LABEL: name},
-                stop_signal="SIGTERM")
+                stop_signal="SIGTERM", **self.network_options(name, [port]))
         except APIError as exc:
             raise StackStartError(f"service {name!r} could not start: {exc.explanation or exc}",
                                   hint=f"check services.{name}.command and image") from exc
@@ -172,7 +249,8 @@ class DockerRuntime:
         name = running.name
         running.ready_after_s = wait_ready(name, running.host, running.port, service.ready,
                                            alive=lambda: self.exit_reason(name),
-                                           logs=lambda: self.container_logs(name))
+                                           logs=lambda: self.container_logs(name),
+                                           forwarded=self.network_name is not None)
 
     def is_alive(self, name: str) -> bool:
         return self.exit_reason(name) is None
@@ -236,7 +314,8 @@ class DockerRuntime:
 
 
 def remove_labelled(run_id: str | None = None) -> list[str]:
-    """Remove every container aichaos started (of one run, or of all runs). Returns what was done."""
+    """Remove every container and network aichaos made (of one run, or of all runs), containers first
+    since a network with containers on it cannot go. Returns what was done."""
     client = engine()
     label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
     done = []
@@ -248,4 +327,10 @@ def remove_labelled(run_id: str | None = None) -> list[str]:
             done.append(f"removed container {container.name}")
         except Exception as exc:  # report and go on with the others
             done.append(f"could not remove container {container.name}: {exc}")
+    for network in client.networks.list(filters={"label": label}):
+        try:
+            network.remove()
+            done.append(f"removed network {network.name}")
+        except Exception as exc:  # report and go on with the others
+            done.append(f"could not remove network {network.name}: {exc}")
     return done

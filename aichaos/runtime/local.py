@@ -17,16 +17,11 @@ from pathlib import Path
 from aichaos.errors import StackStartError
 from aichaos.experiment.stack import Service
 from aichaos.interrupts import deferred
-from aichaos.runtime.base import RunningService
+from aichaos.runtime.base import RunningService, substitute
 from aichaos.runtime.logs import tail
 from aichaos.runtime.readiness import wait_ready
 
 log = logging.getLogger(__name__)
-
-
-
-def substitute(value: str, port: int) -> str:
-    return value.replace("{port}", str(port))
 
 
 def stop_process(process: subprocess.Popen[bytes], grace: float) -> bool:
@@ -58,6 +53,7 @@ def stop_process(process: subprocess.Popen[bytes], grace: float) -> bool:
 
 class LocalRuntime:
     name = "local"
+    proxy_host = proxy_listen = "127.0.0.1"  # everything on loopback
 
     def __init__(self, run_dir: Path, stack_dir: Path) -> None:
         self.run_dir = run_dir
@@ -66,6 +62,12 @@ class LocalRuntime:
         self.services: dict[str, Service] = {}
         self.logs: dict[str, Path] = {}
         self.launch: dict[str, tuple[Service, int, dict[str, str]]] = {}  # what restart_service repeats
+
+    def peer_address(self, name: str, port: int) -> str:
+        return f"127.0.0.1:{port}"
+
+    def close_network(self) -> list[str]:
+        return []  # processes share the host's network: nothing was made
 
     def _argv(self, service: Service, port: int) -> list[str]:
         argv = list(service.local.command if service.local else service.command)

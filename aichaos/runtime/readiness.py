@@ -22,19 +22,33 @@ def http_ok(host: str, port: int, path: str, timeout: float = 2.0) -> bool:
         conn.close()
 
 
-def tcp_ok(host: str, port: int, timeout: float = 1.0) -> bool:
+def tcp_ok(host: str, port: int, timeout: float = 1.0, hold: float = 0.0) -> bool:
+    """The port accepts a connection; with ``hold``, the connection must also stay open that long.
+
+    A port published by Docker (``-p``) is accepted by the engine's forwarder whether or not the
+    service listens yet; the forwarder then closes the connection at once when the service does not
+    answer. So behind a forwarder, only a connection that is not closed within ``hold`` seconds
+    means the service listens. (A ready server that speaks first, like a banner, counts too.)
+    """
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            if hold <= 0:
+                return True
+            sock.settimeout(hold)
+            try:
+                return sock.recv(1, socket.MSG_PEEK) != b""
+            except TimeoutError:
+                return True  # still open, waiting for us to speak
     except OSError:
         return False
 
 
 def wait_ready(name: str, host: str, port: int, readiness: Readiness,
-               alive: Callable[[], str | None], logs: Callable[[], str]) -> float:
+               alive: Callable[[], str | None], logs: Callable[[], str], forwarded: bool = False) -> float:
     """Wait until ``name`` is ready; returns seconds waited.
 
     ``alive`` returns None while the service runs, or why it is gone (e.g. "exited with code 1").
+    ``forwarded``: the port is a forwarder's (a published docker port), see ``tcp_ok``.
     """
     start = time.monotonic()
     deadline = start + readiness.timeout
@@ -44,7 +58,8 @@ def wait_ready(name: str, host: str, port: int, readiness: Readiness,
         if gone is not None:
             raise StackStartError(f"service {name!r} {gone} before it was ready\n{logs()}",
                                   hint=f"run its command by hand to see why; readiness probe was {probe}")
-        ok = http_ok(host, port, readiness.http) if readiness.http else tcp_ok(host, port)
+        hold = 0.25 if forwarded else 0.0
+        ok = http_ok(host, port, readiness.http) if readiness.http else tcp_ok(host, port, hold=hold)
         if ok:
             return time.monotonic() - start
         if time.monotonic() > deadline:

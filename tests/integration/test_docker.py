@@ -1,6 +1,11 @@
-"""The docker runtime and container faults against a real Docker engine (host networking, so every
-port is on 127.0.0.1). `make test` runs scripts/docker-env first, which installs and starts an
-engine where it can and builds the local base image; without an engine these tests are skipped."""
+"""The docker runtime and container faults against a real Docker engine. `make test` runs
+scripts/docker-env first, which installs and starts an engine where it can and builds the local base
+image; without an engine these tests are skipped.
+
+Most tests use the host's network (`--network host`), every port on 127.0.0.1. The tests of the
+run's own network (the default for users) put the containers on a bridge network that the run makes
+and removes: the containers talk to each other there, inside network namespaces this test run's
+engine made, and everything the tests themselves send goes to ports published on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -30,7 +35,7 @@ def docker_args() -> list[str]:
         client.ping()
     except Exception as exc:
         pytest.skip(f"no Docker engine answers ({exc}); scripts/docker-env sets one up where it can")
-    args = ["--runtime", "docker"]
+    args = ["--runtime", "docker", "--network", "host"]
     try:
         client.images.get(BASE)
         args += ["--build-arg", f"BASE_IMAGE={BASE}"]
@@ -43,6 +48,19 @@ def labelled(run_id: str) -> list:
     import docker
 
     return docker.from_env().containers.list(all=True, filters={"label": f"aichaos.run={run_id}"})
+
+
+def networks(run_id: str) -> list[str]:
+    import docker
+
+    return [n.name for n in docker.from_env().networks.list(filters={"label": f"aichaos.run={run_id}"})]
+
+
+@pytest.fixture
+def run_network_args(docker_args) -> list[str]:
+    """docker_args on the run's own network."""
+    return [*docker_args[:docker_args.index("--network")], "--network", "run",
+            *docker_args[docker_args.index("--network") + 2:]]
 
 
 def plain(tmp_path: Path, faults: str, extra: list[str] = ()) -> list[str]:
@@ -134,21 +152,63 @@ def test_sigint_mid_pause_unpauses_and_removes_everything(tmp_path, docker_args)
     assert labelled(run_id) == []
 
 
-def test_cleanup_removes_the_containers_of_a_run_killed_with_sigkill(tmp_path, docker_args):
+def test_cleanup_removes_the_containers_and_network_of_a_run_killed_with_sigkill(tmp_path, run_network_args):
     runs = tmp_path / "runs"
     run_dir = runs / "killed"
-    proc = subprocess.Popen([*AICHAOS, "run", str(PLAIN), "--run-dir", str(run_dir), *docker_args], cwd=ROOT,
+    proc = subprocess.Popen([*AICHAOS, "run", str(PLAIN), "--run-dir", str(run_dir), *run_network_args], cwd=ROOT,
                             text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _wait_for(lambda: _state(run_dir).get("faults"), timeout=180)
     run_id = _state(run_dir)["run_id"]
     proc.kill()
     proc.communicate(timeout=10)
     assert labelled(run_id)  # kill -9 left the containers running
+    assert networks(run_id) == [f"aichaos-{run_id}"]  # and their network
     result = run(["cleanup", "--runs-dir", str(runs)])
     assert result.returncode == 0, result.stderr
-    assert "removed container" in result.stdout
+    assert "removed container" in result.stdout and f"removed network aichaos-{run_id}" in result.stdout
     time.sleep(0.3)
-    assert labelled(run_id) == []
+    assert labelled(run_id) == [] and networks(run_id) == []
+
+
+def test_the_run_network_carries_the_stack_by_name_and_goes_with_the_run(tmp_path, run_network_args):
+    result = run(["run", str(PLAIN), "--run-dir", str(tmp_path / "run"), *run_network_args], timeout=300)
+    assert result.returncode == 0, result.stderr + result.stdout
+    j = journal(tmp_path / "run")
+    network = f"aichaos-{j['run_id']}"
+    assert j["environment"]["network"] == network and network in result.stderr  # and the run said so
+    backend_port = j["services"]["backend"]["port"]
+    # the frontend reaches the fault proxy, and the proxy the backend, by name on the run's network
+    edge = j["proxies"]["frontend->backend"]
+    assert edge["upstream"] == f"backend:{backend_port}"
+    assert edge["listen"].startswith("0.0.0.0:")
+    assert edge["address"] == f"aichaos-fault-proxy:{edge['listen'].rsplit(':', 1)[1]}"
+    added = phase(j, "fault")["p50_ms"] - phase(j, "baseline")["p50_ms"]
+    assert added == pytest.approx(100, abs=30)  # the proxy's latency, through the network
+    assert phase(j, "baseline")["error_rate"] == 0 and phase(j, "recovery")["error_rate"] == 0
+    assert j["leftovers"] == []
+    assert labelled(j["run_id"]) == [] and networks(j["run_id"]) == []
+
+
+def test_a_killed_service_comes_back_under_its_name_on_the_run_network(tmp_path, run_network_args):
+    result = run(["run", *plain(tmp_path, "[{type: kill, service: backend}]", run_network_args),
+                  "--set", "load.timeout=1s"], timeout=300)
+    assert result.returncode in (0, 1), result.stderr + result.stdout
+    j = journal(tmp_path / "run")
+    assert phase(j, "fault")["error_rate"] > 0.5 and phase(j, "baseline")["error_rate"] == 0
+    [applied] = j["faults"]
+    assert applied["reverted_at"] is not None and applied["revert_error"] is None
+    # restarted, the backend may have another address on the network: its name still finds it
+    assert phase(j, "recovery")["error_rate"] < 0.05
+    assert j["fault_results"][0]["time_to_recover_s"] is not None
+    assert labelled(j["run_id"]) == [] and networks(j["run_id"]) == []
+
+
+def test_a_proxy_at_a_url_is_refused_on_the_run_network(tmp_path, run_network_args):
+    result = run(["run", str(PLAIN), "--run-dir", str(tmp_path / "run"), *run_network_args,
+                  "--toxiproxy-url", "http://127.0.0.1:9"])
+    assert result.returncode == 2, result.stderr + result.stdout
+    assert "network: host" in result.stderr
+    assert networks(journal(tmp_path / "run")["run_id"]) == []
 
 
 def test_an_external_container_is_touched_only_with_allow_external(tmp_path, docker_args):

@@ -85,3 +85,10 @@ def test_run_rejects_bad_runtime_option(write):
     good = write("good.yaml", EXPERIMENT)
     result = runner.invoke(app, ["run", str(good), "--runtime", "kubernetes"])
     assert result.exit_code == 2 and "--runtime" in result.output
+
+
+def test_run_rejects_bad_network_option(write):
+    write("stack.yaml", STACK)
+    good = write("good.yaml", EXPERIMENT)
+    result = runner.invoke(app, ["run", str(good), "--network", "bridge"])
+    assert result.exit_code == 2 and "--network must be run or host" in result.output

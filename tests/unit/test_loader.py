@@ -231,3 +231,19 @@ def test_misspelled_shape_key_suggests(files):
     text = EXPERIMENT.replace("users: 2", "users: 2\n  shape: {type: spike, peak: 5, fro: 2s}")
     found = problems(files(text))
     assert any("fro" in p.key and "did you mean 'for'" in p.message for p in found)
+
+
+def test_stack_network_is_run_by_default_and_checked(files, write):
+    assert load_experiment(files(EXPERIMENT)).stack.network == "run"
+    write("stack.yaml", "network: host\n" + STACK)
+    assert load_experiment(files(EXPERIMENT)).stack.network == "host"
+    stack = write("stack.yaml", "network: bridge\n" + STACK)
+    [p] = problems(files(EXPERIMENT))
+    assert p.file == str(stack) and p.key == "network" and p.line == 1 and "'run'" in p.message
+
+
+def test_the_fault_proxys_name_is_not_a_service_name(files, write):
+    write("stack.yaml", STACK.replace("  frontend:", "  aichaos-fault-proxy:").replace("target: frontend",
+                                                                                      "target: aichaos-fault-proxy"))
+    found = problems(files(EXPERIMENT.replace("target: frontend", "target: aichaos-fault-proxy")))
+    assert any("taken by aichaos's fault proxy" in p.message for p in found)
