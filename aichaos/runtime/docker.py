@@ -235,7 +235,12 @@ class DockerRuntime:
         state = self.status(name)
         if state in ("running", "paused", "created", "restarting", "unknown"):
             return None
-        code = self.containers[name].attrs.get("State", {}).get("ExitCode") if state == "exited" else None
+        facts = self.containers[name].attrs.get("State", {})
+        if facts.get("OOMKilled"):
+            limit = self.containers[name].attrs.get("HostConfig", {}).get("Memory") or 0
+            over = f" (over its {limit / 2**20:g} MiB memory limit)" if limit else ""
+            return f"was killed by the kernel's OOM killer{over}"
+        code = facts.get("ExitCode") if state == "exited" else None
         return f"exited with code {code}" if code is not None else f"is {state}"
 
     def container_logs(self, name: str, lines: int = 40) -> str:

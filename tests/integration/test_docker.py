@@ -136,6 +136,22 @@ def test_cpu_squeeze_shows_as_latency_and_both_squeezes_are_restored(tmp_path, d
     assert labelled(j["run_id"]) == []
 
 
+def test_a_service_killed_for_memory_says_so(tmp_path, docker_args):
+    from aichaos.experiment.stack import Service
+    from aichaos.runtime.docker import DockerRuntime
+
+    runtime = DockerRuntime(tmp_path.name[-12:], tmp_path, tmp_path, network="host")
+    hog = Service(image=BASE, ready={"tcp": True},
+                  command=["python3", "-c", "import time; time.sleep(1); x = b'x' * (256 * 2**20); time.sleep(60)"])
+    try:
+        runtime.start_service("hog", hog, 1, {})
+        runtime.containers["hog"].update(mem_limit=64 * 2**20, memswap_limit=64 * 2**20)
+        _wait_for(lambda: not runtime.is_alive("hog"), timeout=30)
+        assert runtime.exit_reason("hog") == "was killed by the kernel's OOM killer (over its 64 MiB memory limit)"
+    finally:
+        assert runtime.teardown(hurry=True) == []
+
+
 def test_sigint_mid_pause_unpauses_and_removes_everything(tmp_path, docker_args):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([*AICHAOS, "run", *plain(tmp_path, "[{type: pause, service: backend}]", docker_args)],
