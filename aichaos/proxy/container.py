@@ -90,7 +90,7 @@ def start_proxy_container(runtime: DockerRuntime, build_args: dict[str, str], lo
     client, run_id = runtime.client, runtime.run_id
     port = free_port()
     network = runtime.network_options(PROXY_ALIAS, [port])
-    bind = runtime.proxy_listen  # 0.0.0.0 inside the run's network, where only its API port is published
+    bind = runtime.bind_host  # 0.0.0.0 inside the run's network, where only its API port is published
     image = _toxiproxy_image(client, pull_timeout)
     if image is not None:
         kind, command = "toxiproxy-image", ["-host", bind, "-port", str(port)]

@@ -30,7 +30,10 @@ class Runtime(Protocol):
     name: str
     logs: dict[str, Path]
     proxy_host: str  # the fault proxy's host as the services see it
-    proxy_listen: str  # the address the fault proxy's listeners bind
+
+    def proxy_listen_address(self) -> str:
+        """host:port for a new listener of the fault proxy."""
+        ...
 
     def peer_address(self, name: str, port: int) -> str:
         """host:port at which the fault proxy reaches service ``name``."""
@@ -101,7 +104,7 @@ def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: Sta
         for dep, edge in service.depends_on.items():
             key = f"{name}->{dep}"
             info = proxy.create_proxy(proxy_name(key), upstream=runtime.peer_address(dep, ports[dep]),
-                                      listen=f"{runtime.proxy_listen}:0")
+                                      listen=runtime.proxy_listen_address())
             handle.proxies[key] = info
             address = f"{runtime.proxy_host}:{info.port}"
             handle.addresses[key] = address

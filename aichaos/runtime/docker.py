@@ -31,6 +31,7 @@ from typing import Any
 from aichaos.errors import EnvironmentFailure, StackStartError
 from aichaos.experiment.stack import PROXY_ALIAS, Service
 from aichaos.runtime.base import RunningService, substitute
+from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import wait_ready
 
 log = logging.getLogger(__name__)
@@ -96,9 +97,10 @@ class DockerRuntime:
         (only the published ports reach the host, on 127.0.0.1), else loopback."""
         return "0.0.0.0" if self.network_name else "127.0.0.1"
 
-    @property
-    def proxy_listen(self) -> str:
-        return self.bind_host
+    def proxy_listen_address(self) -> str:
+        """Inside the run's network the proxy container has its ports to itself: any will do. On
+        the host's network, one from aichaos.runtime.ports, like the services'."""
+        return "0.0.0.0:0" if self.network_name else f"127.0.0.1:{free_port()}"
 
     def peer_address(self, name: str, port: int) -> str:
         return f"{name if self.network_name else '127.0.0.1'}:{port}"

@@ -19,6 +19,7 @@ from aichaos.experiment.stack import Service
 from aichaos.interrupts import deferred
 from aichaos.runtime.base import RunningService, substitute
 from aichaos.runtime.logs import tail
+from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import wait_ready
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def stop_process(process: subprocess.Popen[bytes], grace: float) -> bool:
 
 class LocalRuntime:
     name = "local"
-    proxy_host = proxy_listen = "127.0.0.1"  # everything on loopback
+    proxy_host = "127.0.0.1"  # everything on loopback
 
     def __init__(self, run_dir: Path, stack_dir: Path) -> None:
         self.run_dir = run_dir
@@ -65,6 +66,9 @@ class LocalRuntime:
 
     def peer_address(self, name: str, port: int) -> str:
         return f"127.0.0.1:{port}"
+
+    def proxy_listen_address(self) -> str:
+        return f"127.0.0.1:{free_port()}"  # not port 0: see aichaos.runtime.ports
 
     def close_network(self) -> list[str]:
         return []  # processes share the host's network: nothing was made
