@@ -188,14 +188,14 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
                              "use network: host in the stack file (or --network host) with toxiproxy_url")
         runtime = DockerRuntime(journal.run_id, run_dir, loaded.stack_path.parent, options.build_args,
                                 loaded.stack_path.stem, network=network)
-        holder["runtime"] = runtime
-        runtime.open_network()
-        journal.environment["network"] = runtime.network_name or "host"
-        report(f"docker network {runtime.network_name}: services reach each other by name, ports are "
-               "published on 127.0.0.1" if runtime.network_name else "docker network: the host's")
     else:
         runtime = LocalRuntime(run_dir, loaded.stack_path.parent)
-        holder["runtime"] = runtime
+    holder["runtime"] = runtime  # before anything is made, so that teardown finds it all
+    if runtime_name == "docker":
+        runtime.open_network()
+        journal.environment["network"] = runtime.network_name or "host"
+        report(f"docker network {runtime.network_name}: services reach each other by name, ports are published "
+               "on 127.0.0.1" if runtime.network_name else "docker network: the host's")
     if runtime_name == "docker" and not url:
         backend = start_proxy_container_backend(run_dir, runtime, options.build_args)
     else:

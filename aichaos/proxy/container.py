@@ -119,7 +119,7 @@ def stop_proxy_container(container: Any, log_path: Path) -> list[str]:
     try:
         container.remove(force=True)
     except NotFound:
-        pass
+        return []  # already gone
     except DockerException as exc:
         return [f"fault proxy container {container.name} ({exc})"]
     return []

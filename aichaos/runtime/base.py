@@ -78,6 +78,13 @@ def substitute(value: str, port: int, host: str = "127.0.0.1") -> str:
     return value.replace("{port}", str(port)).replace("{host}", host)
 
 
+def service_environment(service: Service, port: int, env: dict[str, str], host: str = "127.0.0.1") -> dict[str, str]:
+    """What aichaos sets in a service's environment: ``PORT``, the stack file's ``env`` (with ``{port}``
+    and ``{host}`` filled in), then ``env``, the proxied addresses of its dependencies."""
+    return {"PYTHONUNBUFFERED": "1", "PORT": str(port),
+            **{k: substitute(v, port, host) for k, v in service.env.items()}, **env}
+
+
 def proxy_name(edge: str) -> str:
     """Toxiproxy names allow no '>': gateway->model-server becomes gateway__model-server."""
     return edge.replace("->", "__")

@@ -30,7 +30,7 @@ from typing import Any
 
 from aichaos.errors import EnvironmentFailure, StackStartError
 from aichaos.experiment.stack import PROXY_ALIAS, Service
-from aichaos.runtime.base import RunningService, substitute
+from aichaos.runtime.base import RunningService, service_environment, substitute
 from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import wait_ready
 
@@ -69,7 +69,6 @@ class DockerRuntime:
         self.client = engine()
         self.run_id = run_id
         self.network_mode = network
-        self.network: Any = None  # the run's own network, once made
         self.run_dir = run_dir
         self.stack_dir = stack_dir
         self.build_args = dict(build_args or {})
@@ -109,11 +108,10 @@ class DockerRuntime:
         """Make the run's network (``network: run``); nothing to do on the host's."""
         from docker.errors import APIError
 
-        if self.network_name is None or self.network is not None:
+        if self.network_name is None:
             return
         try:
-            self.network = self.client.networks.create(self.network_name, driver="bridge",
-                                                       labels={RUN_LABEL: self.run_id})
+            self.client.networks.create(self.network_name, driver="bridge", labels={RUN_LABEL: self.run_id})
         except APIError as exc:
             raise StackStartError(f"could not create the docker network {self.network_name}: "
                                   f"{exc.explanation or exc}",
@@ -136,10 +134,9 @@ class DockerRuntime:
             try:
                 network.remove()
             except NotFound:
-                pass
+                continue  # already gone
             except APIError as exc:
                 leftovers.append(f"network {network.name} ({exc.explanation or exc})")
-        self.network = None
         return leftovers
 
     def network_options(self, alias: str, ports: list[int]) -> dict[str, Any]:
@@ -197,9 +194,7 @@ class DockerRuntime:
 
         image = self.image_for(name, service)
         argv = [substitute(a, port, self.bind_host) for a in service.command]
-        environment = {"PYTHONUNBUFFERED": "1", "PORT": str(port)}
-        environment.update({k: substitute(v, port, self.bind_host) for k, v in service.env.items()})
-        environment.update(env)
+        environment = service_environment(service, port, env, self.bind_host)
         log_path = self.run_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -323,10 +318,17 @@ class DockerRuntime:
 def remove_labelled(run_id: str | None = None) -> list[str]:
     """Remove every container and network aichaos made (of one run, or of all runs), containers first
     since a network with containers on it cannot go. Returns what was done."""
+    from docker.errors import DockerException
+
     client = engine()
     label = f"{RUN_LABEL}={run_id}" if run_id else RUN_LABEL
+    try:
+        containers = client.containers.list(all=True, filters={"label": label})
+        networks = client.networks.list(filters={"label": label})
+    except DockerException as exc:
+        raise EnvironmentFailure(f"could not list the containers and networks labelled {label}: {exc}") from exc
     done = []
-    for container in client.containers.list(all=True, filters={"label": label}):
+    for container in containers:
         try:
             if container.status == "paused":
                 container.unpause()
@@ -334,7 +336,7 @@ def remove_labelled(run_id: str | None = None) -> list[str]:
             done.append(f"removed container {container.name}")
         except Exception as exc:  # report and go on with the others
             done.append(f"could not remove container {container.name}: {exc}")
-    for network in client.networks.list(filters={"label": label}):
+    for network in networks:
         try:
             network.remove()
             done.append(f"removed network {network.name}")

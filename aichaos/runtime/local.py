@@ -17,7 +17,7 @@ from pathlib import Path
 from aichaos.errors import StackStartError
 from aichaos.experiment.stack import Service
 from aichaos.interrupts import deferred
-from aichaos.runtime.base import RunningService, substitute
+from aichaos.runtime.base import RunningService, service_environment, substitute
 from aichaos.runtime.logs import tail
 from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import wait_ready
@@ -83,11 +83,8 @@ class LocalRuntime:
         log_path = self.run_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         argv = self._argv(service, port)
-        child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PORT": str(port)}
-        pythonpath = os.pathsep.join(p for p in (str(self.stack_dir.parent), child_env.get("PYTHONPATH")) if p)
-        child_env["PYTHONPATH"] = pythonpath
-        child_env.update({k: substitute(v, port) for k, v in service.env.items()})
-        child_env.update(env)
+        pythonpath = os.pathsep.join(p for p in (str(self.stack_dir.parent), os.environ.get("PYTHONPATH")) if p)
+        child_env = {**os.environ, "PYTHONPATH": pythonpath, **service_environment(service, port, env)}
         with open(log_path, "ab") as out, deferred():
             out.write(f"# aichaos: starting {name}: {' '.join(argv)}\n".encode())
             out.flush()
