@@ -17,17 +17,26 @@ import logging
 import random
 import socket
 import struct
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from aichaos.proxy.toxics import Toxic
-
-if TYPE_CHECKING:
-    from aichaos.proxy.server import Proxy
 
 log = logging.getLogger(__name__)
 
 HIGH_WATER = 4 * 1024 * 1024  # bytes queued in a toxic direction before the source is paused
 CONNECT_TIMEOUT = 10.0
+
+
+class ProxyView(Protocol):
+    """What a connection needs of its proxy (``aichaos.proxy.registry.Proxy``), named here so that
+    this module does not import the registry, which imports this one."""
+
+    name: str
+    links: set[Link]
+
+    def toxics_for(self, stream: str) -> list[Toxic]: ...
+
+    def upstream_address(self) -> tuple[str, int]: ...
 
 
 class _Rolled:
@@ -279,7 +288,7 @@ def _slices(start: int, end: int, average: int, variation: int) -> list[int]:
 class Link:
     """One proxied connection: client ⇄ proxy ⇄ upstream."""
 
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.proxy = proxy
         self.upstream = Direction(self, "upstream")  # client → upstream server
         self.downstream = Direction(self, "downstream")  # upstream server → client
@@ -381,7 +390,7 @@ class _Side(asyncio.Protocol):
 
 
 class _ClientSide(_Side):
-    def __init__(self, proxy: Proxy) -> None:
+    def __init__(self, proxy: ProxyView) -> None:
         self.link = Link(proxy)
         self.incoming = self.link.upstream
         self.outgoing = self.link.downstream
@@ -403,5 +412,5 @@ class _ServerSide(_Side):
         self.outgoing = link.upstream
 
 
-def client_protocol_factory(proxy: Proxy) -> asyncio.Protocol:
+def client_protocol_factory(proxy: ProxyView) -> asyncio.Protocol:
     return _ClientSide(proxy)
