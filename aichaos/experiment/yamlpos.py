@@ -3,10 +3,22 @@
 ``load_yaml`` returns plain data plus a map from key path (a tuple of keys and list indices) to the
 line it stands on, so that validation errors can point at ``file:line``. Duplicate keys are errors
 (PyYAML silently keeps the last one, which would lose data).
+
+A file is read only when it is a regular file of at most ``MAX_FILE_BYTES`` (a FIFO would block,
+``/dev/zero`` would never end), and its YAML is refused *before* any Python object is built when it
+nests deeper than ``MAX_DEPTH`` levels, holds an alias to a value that contains it, or would expand
+through its aliases past ``MAX_VALUES`` values or ``MAX_TEXT`` characters (an "alias bomb": a
+kilobyte of nested aliases can stand for gigabytes)::
+
+    a: &a [x, x, x, x, x, x, x, x, x, x]
+    b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]    # 100 values
+    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]    # 1,000, and so on
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +26,11 @@ from typing import Any
 import yaml
 
 from aichaos.errors import ExperimentError, Problem
+
+MAX_FILE_BYTES = 1024 * 1024  # an experiment or stack file (a few KiB in practice)
+MAX_DEPTH = 64  # levels of nesting, aliases expanded
+MAX_VALUES = 100_000  # scalars, lists and mappings, aliases expanded
+MAX_TEXT = 4 * 1024 * 1024  # characters of all scalars together, aliases expanded
 
 KeyPath = tuple[str | int, ...]
 
@@ -44,6 +61,81 @@ def format_path(path: KeyPath) -> str:
         else:
             out += f".{part}" if out else str(part)
     return out
+
+
+def describe_value(value: object) -> str:
+    """How a YAML value reads to the person who wrote it: "a list", "a number", "nothing (null)"."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return f"{str(value).lower()} (a boolean)"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "text" if value else "an empty string"
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+class _Refused(yaml.YAMLError):
+    def __init__(self, mark: yaml.Mark, message: str) -> None:
+        super().__init__(message)
+        self.mark = mark
+        self.message = message
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader's composer, counting as it goes: it refuses deep nesting, recursive aliases and
+    documents that expand past the bounds above while it builds the node graph, in which an alias
+    is one shared node, so that nothing is ever expanded to find out."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._composed = 0  # nodes in the file itself, a lower bound of the expanded count that stops early
+        self._aliases = 0
+        # id(node) → (values, characters, depth), aliases expanded; a node is here once it is complete
+        self._expanded: dict[int, tuple[int, int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node: yaml.Node = super().compose_node(parent, index)
+            self._aliases += 1
+            if id(node) not in self._expanded:
+                raise _Refused(event.start_mark, f"the alias *{event.anchor} stands inside the value it names "
+                                                 "(a recursive alias)")
+            return node
+        if self._depth >= MAX_DEPTH:
+            raise _Refused(self.peek_event().start_mark, f"nested deeper than {MAX_DEPTH} levels")
+        self._composed += 1
+        if self._composed > MAX_VALUES:
+            raise _Refused(self.peek_event().start_mark, f"the file holds more than {MAX_VALUES:,} values")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        self._expanded[id(node)] = size = self._size(node)
+        values, text, depth = size
+        if values > MAX_VALUES or text > MAX_TEXT or depth > MAX_DEPTH:
+            what = (f"more than {MAX_VALUES:,} values" if values > MAX_VALUES
+                    else f"more than {MAX_TEXT:,} characters" if text > MAX_TEXT
+                    else f"deeper than {MAX_DEPTH} levels")
+            raise _Refused(node.start_mark, f"this value expands to {what} through its aliases" if self._aliases
+                           else f"this value holds {what}")
+        return node
+
+    def _size(self, node: yaml.Node) -> tuple[int, int, int]:
+        if isinstance(node, yaml.ScalarNode):
+            return 1, len(node.value), 1
+        children: list[yaml.Node] = (list(node.value) if isinstance(node, yaml.SequenceNode)
+                                     else [n for pair in node.value for n in pair])
+        sizes = [self._expanded[id(child)] for child in children]
+        return (1 + sum(s[0] for s in sizes), sum(s[1] for s in sizes), 1 + max((s[2] for s in sizes), default=0))
 
 
 def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: str) -> Any:
@@ -78,8 +170,12 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: 
 
 def parse_yaml(text: str, file: str) -> Located:
     """Parse YAML text; every syntax error becomes an ExperimentError with the line."""
+    loader = _BoundedLoader(text)
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = loader.get_single_node()
+    except _Refused as exc:
+        raise ExperimentError([Problem(file, exc.mark.line + 1, "",
+                                       f"{exc.message} (column {exc.mark.column + 1})")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -87,28 +183,70 @@ def parse_yaml(text: str, file: str) -> Located:
         raise ExperimentError([Problem(file, line, "", f"invalid YAML: {what}")]) from exc
     except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. NUL: it has a position, no mark
         line = text.count("\n", 0, exc.position) + 1
-        raise ExperimentError([Problem(file, line, "", f"invalid YAML: character {exc.character!r} is not "
-                                       "allowed in YAML")]) from exc
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        raise ExperimentError([Problem(file, line, "", f"invalid YAML: character {exc.character!r} (column "
+                                       f"{column}) is not allowed in YAML")]) from exc
     except yaml.YAMLError as exc:
         raise ExperimentError([Problem(file, None, "", f"invalid YAML: {exc}")]) from exc
-    except (ValueError, RecursionError) as exc:  # e.g. NUL bytes in the stream, absurd nesting
-        raise ExperimentError([Problem(file, None, "", f"invalid YAML: {exc}")]) from exc
+    except (ValueError, RecursionError) as exc:  # e.g. NUL bytes in the stream; nesting is bounded above
+        raise ExperimentError([Problem(file, 1, "", f"invalid YAML: {exc}")]) from exc
+    finally:
+        loader.dispose()
     lines: dict[KeyPath, int] = {}
     data = None if node is None else _construct(node, (), lines, file)
     return Located(file=file, data=data, lines=lines)
 
 
-def load_yaml(path: Path) -> Located:
+def read_file(path: Path) -> bytes:
+    """The bytes of ``path``, which must be a regular file of at most ``MAX_FILE_BYTES``."""
+    where = str(path)
     try:
-        raw = path.read_bytes()
+        # stat before opening (opening a device can have effects), fstat after (it may have been swapped)
+        before = path.stat()
+        if not stat.S_ISREG(before.st_mode):
+            raise ExperimentError([Problem(where, None, "", _not_regular(before.st_mode))])
+        # O_NONBLOCK: a FIFO put in its place meanwhile must not block the open
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except FileNotFoundError as exc:
-        raise ExperimentError([Problem(str(path), None, "", "no such file")]) from exc
-    except IsADirectoryError as exc:
-        raise ExperimentError([Problem(str(path), None, "", "is a directory, not a file")]) from exc
+        raise ExperimentError([Problem(where, None, "", "no such file")]) from exc
     except OSError as exc:
-        raise ExperimentError([Problem(str(path), None, "", f"cannot read: {exc.strerror}")]) from exc
+        raise ExperimentError([Problem(where, None, "", f"cannot read: {exc.strerror}")]) from exc
+    with os.fdopen(fd, "rb") as f:
+        after = os.fstat(f.fileno())
+        if not stat.S_ISREG(after.st_mode):
+            raise ExperimentError([Problem(where, None, "", _not_regular(after.st_mode))])
+        try:
+            raw = f.read(MAX_FILE_BYTES + 1) if after.st_size <= MAX_FILE_BYTES else b""
+        except OSError as exc:
+            raise ExperimentError([Problem(where, None, "", f"cannot read: {exc.strerror}")]) from exc
+    if after.st_size > MAX_FILE_BYTES or len(raw) > MAX_FILE_BYTES:
+        raise ExperimentError([Problem(where, None, "", f"the file is {max(after.st_size, len(raw)):,} bytes; "
+                                       f"an experiment or stack file may be at most {MAX_FILE_BYTES:,} (1 MiB)")])
+    return raw
+
+
+def _not_regular(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "is a directory, not a file"
+    kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(mode) else "a character device" if stat.S_ISCHR(mode)
+            else "a block device" if stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
+    return f"is {kind}, not a regular file; give the path of a YAML file"
+
+
+def decode_utf8(raw: bytes, file: str) -> str:
+    """``raw`` as text; bytes that are not UTF-8 are reported with their line and column."""
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ExperimentError([Problem(str(path), None, "", f"not UTF-8 text (byte {exc.start})")]) from exc
-    return parse_yaml(text, str(path))
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise ExperimentError([Problem(file, 1, "", "the file is UTF-16 text; save it as UTF-8")]) from None
+        line_start = raw.rfind(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start:exc.start].decode("utf-8", errors="replace")) + 1
+        raise ExperimentError([Problem(file, line, "", f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column "
+                                       f"{column} (save the file as UTF-8)")]) from None
+
+
+def load_yaml(path: Path) -> Located:
+    """Read and parse an experiment or stack file (see the module's docstring for what is refused)."""
+    return parse_yaml(decode_utf8(read_file(path), str(path)), str(path))
