@@ -100,12 +100,12 @@ class _BoundedLoader(yaml.SafeLoader):
         # id(node) → (values, characters, depth), aliases expanded; a node is here once it is complete
         self._expanded: dict[int, tuple[int, int, int]] = {}
 
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
-            node: yaml.Node = super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
             self._aliases += 1
-            if id(node) not in self._expanded:
+            if node is None or id(node) not in self._expanded:
                 raise _Refused(event.start_mark, f"the alias *{event.anchor} stands inside the value it names "
                                                  "(a recursive alias)")
             return node
@@ -119,6 +119,8 @@ class _BoundedLoader(yaml.SafeLoader):
             node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
+        if node is None:  # never: only an event stream that ended early has no node, and the parser raises
+            return None
         self._expanded[id(node)] = size = self._size(node)
         values, text, depth = size
         if values > MAX_VALUES or text > MAX_TEXT or depth > MAX_DEPTH:
