@@ -6,14 +6,18 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, WithJsonSchema
 
-from aichaos.experiment.durations import parse_duration
+from aichaos.experiment.durations import MAX_DURATION, parse_duration
+
+_NUMBER = r"\d+(\.\d+)?"
+DURATION_PATTERN = rf"^(?=.*\d)\s*({_NUMBER}h)?\s*({_NUMBER}m)?\s*({_NUMBER}s)?\s*({_NUMBER}ms)?\s*$"
 
 Duration = Annotated[
     float,
     BeforeValidator(parse_duration),
-    WithJsonSchema({"anyOf": [{"type": "string", "pattern": r"^\s*(\d+(\.\d+)?(ms|s|m|h))+\s*$"},
-                              {"type": "number", "minimum": 0}],
-                    "description": "a duration: 30s, 2m, 1m30s, 500ms, or seconds as a number"}),
+    WithJsonSchema({"anyOf": [{"type": "string", "pattern": DURATION_PATTERN},
+                              {"type": "number", "minimum": 0, "maximum": MAX_DURATION}],
+                    "description": "a duration: 30s, 2m, 1m30s, 500ms, or seconds as a number; units largest first, "
+                                   "each once; at most 24h"}),
 ]
 
 
