@@ -80,6 +80,10 @@ def describe_value(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def _brief(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "…"
+
+
 class _Refused(yaml.YAMLError):
     def __init__(self, mark: yaml.Mark, message: str) -> None:
         super().__init__(message)
@@ -166,6 +170,11 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: 
         return constructor.construct_object(node, deep=True)
     except yaml.YAMLError as exc:
         raise ExperimentError([Problem(file, node.start_mark.line + 1, format_path(path), str(exc))]) from exc
+    except Exception as exc:  # PyYAML's own constructors fail this way, e.g. on !!timestamp 2024-99-99
+        why = f": {exc}" if isinstance(exc, ValueError) else ""
+        raise ExperimentError([Problem(file, node.start_mark.line + 1, format_path(path),
+                                       f"cannot read {_brief(str(node.value))} as !!{node.tag.rsplit(':', 1)[-1]}"
+                                       f"{why}")]) from exc
     finally:
         constructor.dispose()
 
