@@ -52,9 +52,19 @@ def _root(
 
 
 def _register() -> None:
-    from aichaos.cli import cmd_cleanup, cmd_init, cmd_proxy, cmd_run, cmd_schema, cmd_validate, cmd_worker
+    from aichaos.cli import (
+        cmd_cleanup,
+        cmd_init,
+        cmd_proxy,
+        cmd_report,
+        cmd_run,
+        cmd_schema,
+        cmd_validate,
+        cmd_worker,
+    )
 
     app.command("run", epilog=EXIT_CODES)(cmd_run.run)
+    app.command("report")(cmd_report.report)
     app.command("validate", epilog=EXIT_CODES)(cmd_validate.validate)
     app.command("init")(cmd_init.init)
     app.command("schema")(cmd_schema.schema)

@@ -24,14 +24,12 @@ def run(
                                         help="Let container faults act on containers this run did not start."),
 ) -> None:
     """Run an experiment: stand up the stack, drive load, inject faults, report the verdict."""
-    import json
-
     from aichaos.cli.render import render_summary
     from aichaos.cli.terminal import Terminal
     from aichaos.errors import ExitCode, ExperimentError
     from aichaos.experiment.loader import load_experiment
-    from aichaos.report.formats import junit_xml
-    from aichaos.report.formats import markdown as to_markdown
+    from aichaos.report.formats import FORMATS
+    from aichaos.report.journal import read_journal
     from aichaos.run import RunOptions, run_experiment
     from aichaos.runtime.cleanup import stale_runs
 
@@ -63,16 +61,19 @@ def run(
                          keep_stack=keep_stack, runtime=runtime, network=network, seed=seed, build_args=build_args,
                          allow_external=allow_external)
     journal = run_experiment(loaded, options, report=term.info)
-    (journal.run_dir / "junit.xml").write_text(junit_xml(journal))
-    (journal.run_dir / "report.md").write_text(to_markdown(journal))
-    for target, text in ((junit, junit_xml(journal)), (markdown, to_markdown(journal))):
+    # every report is rendered from the journal as written, so `aichaos report` reproduces it exactly
+    record = read_journal(journal.path)
+    junit_text, markdown_text = FORMATS["junit"](record), FORMATS["md"](record)
+    (journal.run_dir / "junit.xml").write_text(junit_text)
+    (journal.run_dir / "report.md").write_text(markdown_text)
+    for target, text in ((junit, junit_text), (markdown, markdown_text)):
         if target is not None:
             try:
                 target.write_text(text)
             except OSError as exc:
                 term.error(f"cannot write {target}: {exc.strerror}")
     if json_out:
-        term.raw(json.dumps(journal.to_json(), indent=1))
+        term.raw(FORMATS["json"](record))
     else:
-        render_summary(term, journal)
+        render_summary(term, record)
     raise typer.Exit(journal.exit_code)

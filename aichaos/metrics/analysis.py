@@ -89,6 +89,14 @@ class Metrics:
                               for k, v in self.scraped.items()}
         return out
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Metrics:
+        """Metrics as a journal recorded them (rounded as ``to_json`` rounds them)."""
+        return cls(count=data["count"], seconds=data["seconds"], rps=data["rps"], error_rate=data["error_rate"],
+                   p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"], errors=dict(data["errors"]),
+                   scraped={k: None if v is None else (v["min"], v["max"])
+                            for k, v in data.get("scraped", {}).items()})
+
 
 def _r(value: float | None) -> float | None:
     return None if value is None else round(value, 3)
@@ -161,6 +169,15 @@ class Window:
                 "count": self.metrics.count, "p95_ms": _r(self.metrics.p95_ms),
                 "error_rate": round(self.metrics.error_rate, 6), "broken": list(self.broken)}
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Window:
+        """A window as a journal recorded it. The journal keeps a window's request count, p95 and
+        error rate only: its other metrics read back as unknown (None, no scraped values)."""
+        start, end, count = data["start"], data["end"], data["count"]
+        metrics = Metrics(count=count, seconds=end - start, rps=count / (end - start) if end > start else 0.0,
+                          error_rate=data["error_rate"], p50_ms=None, p95_ms=data["p95_ms"], p99_ms=None)
+        return cls(start, end, WindowStatus(data["status"]), metrics, tuple(data["broken"]))
+
 
 def windows(buckets: Mapping[int, Bucket], start: int, end: int, width: int, min_requests: int,
             slo: Slo, baseline: Metrics | None, scrapes: ScrapeStore | None = None,
@@ -203,29 +220,34 @@ def time_to_recover(wins: list[Window], revert_at: float, width: int) -> float |
 
 @dataclass(frozen=True)
 class Change:
+    """A metric in the fault phase against the baseline. ``ratio`` and ``delta`` are computed from
+    the two values unless given: a journal records them from the unrounded values, and reading it
+    back must not recompute them from the rounded ones."""
+
     metric: str
     baseline: float | None
     fault: float | None
+    ratio: float | None = None
+    delta: float | None = None
 
-    @property
-    def ratio(self) -> float | None:
+    def __post_init__(self) -> None:
         if self.baseline is None or self.fault is None:
-            return None
-        if self.baseline == 0:
-            return 1.0 if self.fault == 0 else math.inf
-        return self.fault / self.baseline
-
-    @property
-    def delta(self) -> float | None:
-        if self.baseline is None or self.fault is None:
-            return None
-        return self.fault - self.baseline
+            return
+        if self.ratio is None:
+            ratio = (1.0 if self.fault == 0 else math.inf) if self.baseline == 0 else self.fault / self.baseline
+            object.__setattr__(self, "ratio", ratio)
+        if self.delta is None:
+            object.__setattr__(self, "delta", self.fault - self.baseline)
 
     def to_json(self) -> dict[str, Any]:
         ratio = self.ratio
         return {"metric": self.metric, "baseline": _r(self.baseline), "fault": _r(self.fault),
                 "ratio": None if ratio is None or math.isinf(ratio) else round(ratio, 4),
                 "delta": _r(self.delta)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(data["metric"], data["baseline"], data["fault"], data["ratio"], data["delta"])
 
 
 def degradation(baseline: Metrics, fault: Metrics) -> dict[str, Change]:

@@ -1,8 +1,25 @@
-"""Pure formatters: journal → rows, JUnit XML, Markdown. Writers and printers live elsewhere."""
+"""Pure formatters: journal → text. Writers and printers live elsewhere.
+
+Every format is a function of a journal alone and ``FORMATS`` maps a format's name to it; that is
+what ``aichaos run`` writes and prints and what ``aichaos report`` re-renders. Adding a format is its
+function (here, or a module of its own for a large one) and one entry in ``FORMATS``.
+
+The text summary is also kept as blocks (``summary``): tables, and messages with a level, which the
+terminal prints in colour (tables on stdout, messages on stderr); ``summary_text`` is the same
+summary as plain text.
+"""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
 from xml.sax.saxutils import escape, quoteattr
+
+from rich.console import Console
+from rich.markup import escape as markup_escape
+from rich.table import Table as RichTable
 
 from aichaos.report.journal import Journal
 
@@ -41,20 +58,9 @@ def _value(value: float | None) -> str:
 
 def service_metric_rows(journal: Journal) -> list[list[str]]:
     """One row per scraped metric that an SLO or stop condition reads: its summary in each phase
-    (a gauge's mean, a counter's rate per second, a ratio of increases)."""
-    from aichaos.metrics.scrape import mean_value, parse_selector
-
-    keys = [k for k in (journal.baseline.scraped if journal.baseline else {})]
-    rows = []
-    for key in keys:
-        service, _, selector = key.partition("/")
-        query = parse_selector(selector)
-        row = [key]
-        for phase in journal.phases:
-            start = journal.analysis_start if phase is journal.phases[0] else int(phase.start)
-            row.append(_value(mean_value(journal.scrapes, service, query, start, int(phase.end))))
-        rows.append(row)
-    return rows
+    (a gauge's mean, a counter's rate per second, a ratio of increases), as the analysis recorded it."""
+    keys = list(journal.phases[0].service_metrics) if journal.phases else []
+    return [[key, *[_value(phase.service_metrics.get(key)) for phase in journal.phases]] for key in keys]
 
 
 def service_metric_headers(journal: Journal) -> list[str]:
@@ -145,3 +151,95 @@ def markdown(journal: Journal) -> str:
     if journal.leftovers:
         out += ["## Not cleaned up", ""] + [f"- {e}" for e in journal.leftovers] + [""]
     return "\n".join(out)
+
+
+def json_text(journal: Journal) -> str:
+    """The journal itself, as ``journal.json`` holds it."""
+    return journal.dumps()
+
+
+# ---------------------------------------------------------------- the text summary
+Level = Literal["info", "success", "warning", "error"]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    styles: dict[str, str] = field(default_factory=dict)  # cell text -> Rich style
+
+
+@dataclass(frozen=True)
+class Message:
+    level: Level
+    text: str
+
+
+Block = Table | Message
+
+# how a terminal without colour shows a message of each level
+_PREFIX: dict[Level, str] = {"info": "", "success": "", "warning": "warning: ", "error": "error: "}
+TEXT_WIDTH = 140  # what the terminal uses when stdout is not one (logs, CI, a file)
+
+
+def summary(journal: Journal) -> list[Block]:
+    """The summary a finished run prints: phases, service metrics, faults, gates, then errors,
+    leftovers and the verdict line."""
+    out: list[Block] = []
+    if journal.phases:
+        out.append(Table("Phases", PHASE_HEADERS, phase_rows(journal)))
+        out += [Message("info", note) for note in load_notes(journal)]
+        metric_rows = service_metric_rows(journal)
+        if metric_rows:
+            out.append(Table("Service metrics", service_metric_headers(journal), metric_rows))
+    if journal.fault_results:
+        out.append(Table("Faults", FAULT_HEADERS, fault_rows(journal)))
+    if journal.gates:
+        out.append(Table("Gates", GATE_HEADERS, gate_rows(journal), {"pass": "green", "FAIL": "bold red"}))
+    out += [Message("error", error) for error in journal.errors]
+    out += [Message("warning", f"not cleaned up: {leftover}") for leftover in journal.leftovers]
+    failed = [f"{g.name}[{g.phase}]" if g.phase else g.name for g in journal.failed_gates]
+    line = f"verdict: {journal.verdict.upper()} (exit {journal.exit_code})"
+    if failed:
+        line += " - failed: " + ", ".join(failed)
+    line += f" - journal {journal.path}"
+    level: Level = "success" if journal.verdict == "pass" else "error" if journal.verdict == "fail" else "warning"
+    out.append(Message(level, line))
+    return out
+
+
+def rich_table(table: Table) -> RichTable:
+    """The Rich table the terminal prints for ``table``."""
+    out = RichTable(title=table.title, title_justify="left", show_lines=False)
+    for header in table.headers:
+        out.add_column(header, overflow="fold")
+    for row in table.rows:
+        cells = []
+        for cell in row:
+            style = table.styles.get(cell)
+            cells.append(f"[{style}]{markup_escape(cell)}[/{style}]" if style else markup_escape(cell))
+        out.add_row(*cells)
+    return out
+
+
+def summary_text(journal: Journal, width: int = TEXT_WIDTH) -> str:
+    """The summary as plain text: what a terminal without colour shows, stdout and stderr in order."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, no_color=True, highlight=False, soft_wrap=True,
+                      color_system=None, force_terminal=False)
+    for block in summary(journal):
+        if isinstance(block, Table):
+            console.print(rich_table(block))
+        else:
+            buffer.write(_PREFIX[block.level] + block.text + "\n")
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------- the registry
+FORMATS: dict[str, Callable[[Journal], str]] = {
+    "text": summary_text,
+    "json": json_text,
+    "junit": junit_xml,
+    "md": markdown,
+}

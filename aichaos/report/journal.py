@@ -1,39 +1,51 @@
-"""The journal: the versioned JSON record of one run, and the analysis that fills its verdict.
+"""The journal: the versioned JSON record of one run, its reader, and ``analyse``, which records
+the verdict that ``aichaos.metrics.verdict`` computes from the run's samples and timeline.
+
+The journal is the one record of a run: every report format is a pure function of it
+(``aichaos.report.formats``), so ``aichaos report`` re-renders a past run exactly as the run did.
 
 Statuses (closed set): ``completed`` (all phases ran), ``aborted`` (a stop condition fired),
 ``interrupted`` (SIGINT/SIGTERM), ``error`` (the environment failed: the stack, the proxy, a fault
 that could not be injected or reverted). Verdicts: ``pass``, ``fail``, ``error``, ``interrupted``.
+
+Versions: 2 added scraped service metrics, offered rate, users and error budget per phase; 3 adds
+each phase's scraped-metric summary (``service_metrics``) and the load ratio as recorded, so that
+reports read them instead of recomputing. ``read_journal`` reads versions 2 and 3 (a version 2
+journal gets its summaries computed from its scrapes, as the reports of that version did).
+Version 1 journals are refused: their runs printed other tables, which cannot be reproduced.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aichaos import __version__
-from aichaos.errors import ExitCode
+from aichaos.errors import ExitCode, UsageError
 from aichaos.experiment.loader import LoadedExperiment
 from aichaos.experiment.model import Experiment
-from aichaos.metrics.analysis import (
-    Change,
-    Metrics,
-    Window,
-    WindowStatus,
-    degradation,
-    error_budget_spent,
-    metrics_of,
-    queries_of,
-    time_to_detect,
-    time_to_recover,
-    windows,
-)
+from aichaos.metrics.analysis import Metrics, Window
 from aichaos.metrics.samples import Bucket
-from aichaos.metrics.scrape import ScrapeStore
+from aichaos.metrics.scrape import ScrapeStore, parse_selector
+from aichaos.metrics.verdict import (
+    FaultResult,
+    GateResult,
+    analyse_run,
+    gate_results,
+    phase_span,
+    service_summary,
+    verdict_of,
+)
 
-JOURNAL_VERSION = 2  # 2: scraped service metrics, offered rate, users and error budget per phase
+__all__ = ["JOURNAL_VERSION", "READABLE_VERSIONS", "FaultResult", "GateResult", "Journal", "PhaseRecord",
+           "analyse", "evaluate_gates", "read_journal"]
+
+JOURNAL_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 
 
 @dataclass
@@ -48,12 +60,8 @@ class PhaseRecord:
     # what the load should have sent: the paced rate, or for a closed loop the baseline's rate per
     # user times this phase's users; achieved well under it means the load slowed with the service
     expected_rps: float | None = None
-
-    @property
-    def load_ratio(self) -> float | None:
-        if self.metrics is None or not self.expected_rps:
-            return None
-        return self.metrics.rps / self.expected_rps
+    load_ratio: float | None = None  # achieved against expected rate
+    service_metrics: dict[str, float | None] = field(default_factory=dict)  # gauge: mean, counter: per s
 
     def to_json(self, t0: float) -> dict[str, Any]:
         return {"name": self.name, "start": self.start, "end": self.end, "start_offset_s": self.start - t0,
@@ -62,37 +70,17 @@ class PhaseRecord:
                 "users": None if self.users is None else round(self.users, 2),
                 "error_budget_spent": None if self.error_budget_spent is None else round(self.error_budget_spent, 4),
                 "expected_rps": None if self.expected_rps is None else round(self.expected_rps, 3),
-                "load_ratio": None if self.load_ratio is None else round(self.load_ratio, 4)}
+                "load_ratio": None if self.load_ratio is None else round(self.load_ratio, 4),
+                "service_metrics": self.service_metrics}
 
-
-@dataclass
-class GateResult:
-    name: str
-    passed: bool
-    value: str
-    limit: str
-    phase: str = ""
-    detail: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "phase": self.phase, "passed": self.passed, "value": self.value,
-                "limit": self.limit, "detail": self.detail}
-
-
-@dataclass
-class FaultResult:
-    phase: str
-    faults: list[str]
-    start: float
-    revert: float
-    time_to_detect_s: float | None
-    time_to_recover_s: float | None
-    degradation: dict[str, Change]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"phase": self.phase, "faults": self.faults, "start": self.start, "revert": self.revert,
-                "time_to_detect_s": self.time_to_detect_s, "time_to_recover_s": self.time_to_recover_s,
-                "degradation": {k: v.to_json() for k, v in self.degradation.items()}}
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PhaseRecord:
+        metrics = data["metrics"]
+        return cls(name=data["name"], start=data["start"], end=data["end"],
+                   metrics=None if metrics is None else Metrics.from_json(metrics),
+                   offered_rps=data["offered_rps"], users=data["users"],
+                   error_budget_spent=data["error_budget_spent"], expected_rps=data["expected_rps"],
+                   load_ratio=data["load_ratio"], service_metrics=dict(data.get("service_metrics", {})))
 
 
 @dataclass
@@ -102,6 +90,7 @@ class Journal:
     experiment_file: str
     stack_file: str
     experiment: dict[str, Any]
+    aichaos_version: str = __version__  # of the aichaos that wrote it
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     t0: float | None = None
@@ -145,21 +134,13 @@ class Journal:
 
     def finish(self) -> None:
         self.ended_at = time.time()
-        if self.status == "interrupted":
-            self.verdict, self.exit_code = "interrupted", ExitCode.INTERRUPTED
-        elif self.status == "error" or self.status == "running":
-            self.verdict = "error"
-            self.exit_code = self.exit_code or ExitCode.ENVIRONMENT
-        elif self.stop or self.failed_gates:
-            self.verdict, self.exit_code = "fail", ExitCode.GATE_FAILED
-        else:
-            self.verdict, self.exit_code = "pass", ExitCode.OK
+        self.verdict, self.exit_code = verdict_of(self.status, self.stop, self.gates, self.exit_code)
 
     def to_json(self) -> dict[str, Any]:
         t0 = self.t0 or self.started_at
         return {
             "journal_version": JOURNAL_VERSION,
-            "aichaos_version": __version__,
+            "aichaos_version": self.aichaos_version,
             "run_id": self.run_id,
             "run_dir": str(self.run_dir),
             "experiment_file": self.experiment_file,
@@ -194,110 +175,131 @@ class Journal:
             "scrapes": self.scrapes.to_json(),
         }
 
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Journal:
+        """The journal that ``to_json`` wrote, of any version in ``READABLE_VERSIONS``.
+
+        ValueError, saying what is wrong, for anything else.
+        """
+        if not isinstance(data, Mapping) or "journal_version" not in data:
+            raise ValueError("not an aichaos journal (no journal_version)")
+        version = data["journal_version"]
+        if version not in READABLE_VERSIONS:
+            newer = isinstance(version, int) and version > JOURNAL_VERSION
+            raise ValueError(f"journal version {version!r} cannot be read by aichaos {__version__}, which reads "
+                             f"versions {READABLE_VERSIONS[0]} to {READABLE_VERSIONS[-1]}"
+                             + (" (it was written by a newer aichaos)" if newer else ""))
+        try:
+            journal = cls._from_json(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            what = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise ValueError(f"journal version {version} is malformed: {what}") from exc
+        if version == 2:
+            _add_service_metrics(journal)
+        return journal
+
+    @classmethod
+    def _from_json(cls, data: Mapping[str, Any]) -> Journal:
+        baseline = data["baseline"]
+        return cls(
+            run_id=data["run_id"], run_dir=Path(data["run_dir"]), experiment_file=data["experiment_file"],
+            stack_file=data["stack_file"], experiment=dict(data["experiment"]),
+            aichaos_version=data["aichaos_version"], started_at=data["started_at"], ended_at=data["ended_at"],
+            t0=data["t0"], analysis_start=data["analysis_start"], status=data["status"], verdict=data["verdict"],
+            exit_code=data["exit_code"], environment=dict(data["environment"]), services=dict(data["services"]),
+            proxies=dict(data["proxies"]), stack_ready_s=data["stack_ready_s"],
+            phases=[PhaseRecord.from_json(p) for p in data["phases"]],
+            events=list(data["events"]), faults=list(data["faults"]),
+            samples={b.second: b for b in (Bucket.from_json(b) for b in data["samples"])},
+            users={int(e["second"]): e["users"] for e in data["users"]},
+            offered={int(e["second"]): e["rate"] for e in data["offered_rps"]},
+            scrapes=ScrapeStore.from_json(data["scrapes"]),
+            error_budget_spent=data["error_budget_spent"],
+            baseline=None if baseline is None else Metrics.from_json(baseline),
+            windows=[Window.from_json(w) for w in data["windows"]],
+            fault_results=[FaultResult.from_json(r) for r in data["fault_results"]],
+            gates=[GateResult.from_json(g) for g in data["gates"]],
+            stop=data["stop"], errors=list(data["errors"]), leftovers=list(data["leftovers"]),
+            load_totals=dict(data["load_totals"]))
+
     @property
     def path(self) -> Path:
         return self.run_dir / "journal.json"
 
+    def dumps(self) -> str:
+        """The journal file's text."""
+        return json.dumps(self.to_json(), indent=1)
+
     def write(self) -> Path:
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1))
+        tmp.write_text(self.dumps())
         tmp.replace(self.path)
         return self.path
 
 
-def _fmt_s(value: float | None) -> str:
-    return "not reached" if value is None else f"{value:.1f}s"
+def read_journal(path: Path) -> Journal:
+    """The journal at ``path`` (a journal file, or a run directory holding ``journal.json``).
+
+    UsageError (exit 2), naming the file, when it is missing, unreadable, not a journal, or of a
+    version this aichaos cannot read.
+    """
+    if path.is_dir() and (path / "journal.json").is_file():
+        path = path / "journal.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file", hint="give a run's journal.json or its run directory") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise UsageError(f"cannot read {path}: {why}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not an aichaos journal (not JSON: {exc.msg} at line {exc.lineno})") from None
+    try:
+        return Journal.from_json(data)
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}") from None
+
+
+def _add_service_metrics(journal: Journal) -> None:
+    """Version 2 journals did not record each phase's scraped-metric summary: compute it from the
+    scrapes the way the reports of that version did (for the metrics the baseline measured)."""
+    if journal.baseline is None:
+        return
+    queries = {}
+    for key in journal.baseline.scraped:
+        service, _, selector = key.partition("/")
+        queries[key] = (service, parse_selector(selector))
+    for index, phase in enumerate(journal.phases):
+        start, end = phase_span(journal.phases, index, journal.analysis_start)
+        phase.service_metrics = service_summary(journal.scrapes, queries, start, end)
 
 
 def analyse(journal: Journal, experiment: Experiment) -> None:
-    """Fill metrics, windows, fault results and gates from the journal's samples and timeline."""
+    """Record in the journal the metrics, windows, fault results and gates of its samples and timeline
+    (computed by ``aichaos.metrics.verdict.analyse_run``). Nothing to do for a run that never reached t0."""
     if journal.t0 is None or not journal.phases:
         return
-    buckets = journal.samples
-    steady = experiment.steady_state
-    width = int(steady.window)
-    t0 = journal.t0
-    first = journal.phases[0]
-    analysis_start = int(t0 + steady.warmup)
-    journal.analysis_start = analysis_start
-    baseline_end = int(first.end)
-    queries = queries_of(experiment)
-    scrapes = journal.scrapes
-    journal.baseline = metrics_of(buckets, analysis_start, baseline_end, scrapes, queries)
-    for phase in journal.phases:
-        start = analysis_start if phase is first else int(phase.start)
-        end = int(phase.end)
-        phase.metrics = metrics_of(buckets, start, end, scrapes, queries)
-        phase.error_budget_spent = error_budget_spent(phase.metrics, steady.slo)
-        offered = [journal.offered[s] for s in range(start, end) if s in journal.offered]
-        phase.offered_rps = sum(offered) / len(offered) if offered and len(offered) == end - start else None
-        users = [journal.users[s] for s in range(start, end) if s in journal.users]
-        phase.users = sum(users) / len(users) if users else None
-    per_user = journal.baseline.rps / first.users if first.users else None
-    for phase in journal.phases:
-        if phase.offered_rps is not None:
-            phase.expected_rps = phase.offered_rps
-        elif per_user is not None and phase.users is not None:
-            phase.expected_rps = per_user * phase.users
-    run_end = int(journal.phases[-1].end)
-    journal.error_budget_spent = error_budget_spent(metrics_of(buckets, analysis_start, run_end), steady.slo)
-    journal.windows = windows(buckets, analysis_start, run_end, width, steady.min_requests, steady.slo,
-                              journal.baseline, scrapes, queries)
-
-    for phase in journal.phases:
-        faults = [f for f in journal.faults if f["phase"] == phase.name]
-        if not faults or phase.metrics is None:
-            continue
-        start = min(f["applied_at"] for f in faults)
-        revert = max((f["reverted_at"] or phase.end) for f in faults)
-        journal.fault_results.append(FaultResult(
-            phase=phase.name, faults=[f["description"] for f in faults], start=start, revert=revert,
-            time_to_detect_s=time_to_detect(journal.windows, start, revert),
-            time_to_recover_s=time_to_recover(journal.windows, revert, width),
-            degradation=degradation(journal.baseline, phase.metrics)))
-    journal.gates = evaluate_gates(journal, experiment)
+    result = analyse_run(experiment, journal.t0, journal.phases, journal.faults, journal.samples, journal.users,
+                         journal.offered, journal.scrapes, journal.stop)
+    journal.analysis_start = result.analysis_start
+    journal.baseline = result.baseline
+    for record, phase in zip(journal.phases, result.phases, strict=True):
+        record.metrics = phase.metrics
+        record.error_budget_spent = phase.error_budget_spent
+        record.offered_rps = phase.offered_rps
+        record.users = phase.users
+        record.expected_rps = phase.expected_rps
+        record.load_ratio = phase.load_ratio
+        record.service_metrics = phase.service_metrics
+    journal.error_budget_spent = result.error_budget_spent
+    journal.windows = result.windows
+    journal.fault_results = result.fault_results
+    journal.gates = result.gates
 
 
 def evaluate_gates(journal: Journal, experiment: Experiment) -> list[GateResult]:
-    gates = experiment.gates
-    out: list[GateResult] = []
-    if gates.baseline_steady and journal.phases:
-        first = journal.phases[0]
-        base = [w for w in journal.windows if w.end <= int(first.end)]
-        steady = sum(1 for w in base if w.status is WindowStatus.STEADY)
-        unknown = sum(1 for w in base if w.status is WindowStatus.UNKNOWN)
-        detail = f"{steady} of {len(base)} baseline windows steady"
-        if unknown:
-            detail += f", {unknown} unknown (fewer than {experiment.steady_state.min_requests} requests)"
-        out.append(GateResult("baseline_steady", steady > 0, f"{steady}/{len(base)} steady",
-                              "at least one steady window", first.name, detail))
-    for result in journal.fault_results:
-        if gates.recovery_time is not None:
-            ttr = result.time_to_recover_s
-            out.append(GateResult("recovery_time", ttr is not None and ttr <= gates.recovery_time.max,
-                                  _fmt_s(ttr), f"<= {gates.recovery_time.max:g}s", result.phase,
-                                  "" if ttr is not None else "steady state did not return before the run ended"))
-        if gates.detect_time is not None:
-            ttd = result.time_to_detect_s
-            out.append(GateResult("detect_time", ttd is None or ttd <= gates.detect_time.max,
-                                  _fmt_s(ttd) if ttd is not None else "no violation",
-                                  f"<= {gates.detect_time.max:g}s", result.phase,
-                                  "" if ttd is not None else "the SLO held through the fault"))
-        if gates.degradation is not None:
-            for metric, limit in gates.degradation.limits().items():
-                change = result.degradation[metric]
-                ok = change.ratio is not None and change.delta is not None
-                parts = []
-                if limit.max_ratio is not None:
-                    ok = ok and change.ratio is not None and change.ratio <= limit.max_ratio
-                    parts.append(f"ratio <= {limit.max_ratio:g}")
-                if limit.max_delta is not None:
-                    ok = ok and change.delta is not None and change.delta <= limit.max_delta
-                    parts.append(f"delta <= {limit.max_delta:g}")
-                value = ("n/a" if change.ratio is None else f"x{change.ratio:.2f}") + \
-                    ("" if change.delta is None else f" ({change.delta:+.4g})")
-                out.append(GateResult(f"degradation.{metric}", ok, value, ", ".join(parts), result.phase,
-                                      "" if change.ratio is not None else "no data to compare"))
-    if journal.stop:
-        out.append(GateResult("stop_when", False, journal.stop, "no stop condition", "", "the run was aborted"))
-    return out
+    """The experiment's gates over what the journal recorded (see ``aichaos.metrics.verdict.gate_results``)."""
+    return gate_results(experiment, journal.phases[0] if journal.phases else None, journal.windows,
+                        journal.fault_results, journal.stop)

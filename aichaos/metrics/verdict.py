@@ -1,0 +1,284 @@
+"""From a run's samples and timeline to its verdict: stop conditions, fault results, gates.
+
+Pure functions over the per-second buckets, the scrapes and the windows of ``analysis``; the journal
+(``aichaos.report.journal``) only records what they return, and the formats only present it.
+
+- ``stop_condition``: while the run goes, whether a stop condition holds over the trailing seconds.
+- ``analyse_run``: after it, every phase's metrics, the windows, each fault phase's time to detect,
+  time to recover and degradation, and the gates.
+- ``gate_results``: the gates over those windows and fault results.
+- ``verdict_of``: the verdict and exit code from the run's status, stop and gates.
+
+Verdicts (closed set): ``pass``, ``fail``, ``error``, ``interrupted``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from aichaos.errors import ExitCode
+from aichaos.experiment.model import Experiment
+from aichaos.metrics.analysis import (
+    Change,
+    Metrics,
+    Queries,
+    Window,
+    WindowStatus,
+    degradation,
+    error_budget_spent,
+    metrics_of,
+    queries_of,
+    time_to_detect,
+    time_to_recover,
+    windows,
+)
+from aichaos.metrics.samples import Bucket
+from aichaos.metrics.scrape import ScrapeStore, mean_value
+
+Verdict = Literal["pass", "fail", "error", "interrupted"]
+
+
+class PhaseTimes(Protocol):
+    """When a phase ran (epoch seconds); the journal's phase records are such."""
+
+    name: str
+    start: float
+    end: float
+
+
+@dataclass
+class GateResult:
+    name: str
+    passed: bool
+    value: str
+    limit: str
+    phase: str = ""
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "phase": self.phase, "passed": self.passed, "value": self.value,
+                "limit": self.limit, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GateResult:
+        return cls(name=data["name"], passed=bool(data["passed"]), value=data["value"], limit=data["limit"],
+                   phase=data.get("phase", ""), detail=data.get("detail", ""))
+
+
+@dataclass
+class FaultResult:
+    phase: str
+    faults: list[str]
+    start: float
+    revert: float
+    time_to_detect_s: float | None
+    time_to_recover_s: float | None
+    degradation: dict[str, Change]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"phase": self.phase, "faults": self.faults, "start": self.start, "revert": self.revert,
+                "time_to_detect_s": self.time_to_detect_s, "time_to_recover_s": self.time_to_recover_s,
+                "degradation": {k: v.to_json() for k, v in self.degradation.items()}}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> FaultResult:
+        return cls(phase=data["phase"], faults=list(data["faults"]), start=data["start"], revert=data["revert"],
+                   time_to_detect_s=data["time_to_detect_s"], time_to_recover_s=data["time_to_recover_s"],
+                   degradation={k: Change.from_json(v) for k, v in data["degradation"].items()})
+
+
+# ---------------------------------------------------------------- while the run goes
+def stop_condition(experiment: Experiment, buckets: Mapping[int, Bucket], end: int,
+                   scrapes: ScrapeStore | None = None, queries: Queries | None = None) -> str | None:
+    """The first stop condition that holds over the trailing complete seconds before ``end``, or None.
+
+    A request metric needs ``min_requests`` in the span; a scraped one holds when every scrape in
+    the span is past the threshold (a gauge's lowest value is above it, or its highest below it).
+    """
+    for condition in experiment.stop_when:
+        for metric, threshold in condition.conditions().items():
+            width = max(1, round(threshold.for_))
+            m = metrics_of(buckets, end - width, end, scrapes, queries)
+            if "/" not in metric and m.count < experiment.steady_state.min_requests:
+                continue
+            if threshold.above is not None:
+                value = m.lowest(metric)
+                if value is not None and value > threshold.above:
+                    return f"{metric} = {value:.4g} above {threshold.above:g} for {width}s"
+            if threshold.below is not None:
+                value = m.get(metric)
+                if value is not None and value < threshold.below:
+                    return f"{metric} = {value:.4g} below {threshold.below:g} for {width}s"
+    return None
+
+
+# ---------------------------------------------------------------- after it
+@dataclass(frozen=True)
+class PhaseAnalysis:
+    metrics: Metrics
+    error_budget_spent: float | None
+    offered_rps: float | None  # the paced rate the plan asked for; None for a closed loop
+    users: float | None  # mean users the load process reported running
+    # what the load should have sent: the paced rate, or for a closed loop the baseline's rate per
+    # user times this phase's users; achieved well under it means the load slowed with the service
+    expected_rps: float | None
+    service_metrics: dict[str, float | None]  # each scraped metric's summary (see ``service_summary``)
+
+    @property
+    def load_ratio(self) -> float | None:
+        if not self.expected_rps:
+            return None
+        return self.metrics.rps / self.expected_rps
+
+
+@dataclass(frozen=True)
+class RunAnalysis:
+    analysis_start: int  # t0 plus the warm-up: the first second the analysis reads
+    baseline: Metrics
+    phases: list[PhaseAnalysis]
+    error_budget_spent: float | None
+    windows: list[Window]
+    fault_results: list[FaultResult]
+    gates: list[GateResult] = field(default_factory=list)
+
+
+def phase_span(phases: Sequence[PhaseTimes], index: int, analysis_start: int) -> tuple[int, int]:
+    """The seconds [start, end) the analysis reads for a phase: the first starts after the warm-up."""
+    phase = phases[index]
+    return (analysis_start if index == 0 else int(phase.start)), int(phase.end)
+
+
+def service_summary(scrapes: ScrapeStore, queries: Queries, start: int, end: int) -> dict[str, float | None]:
+    """Each scraped metric over [start, end) as a report shows it: a gauge's mean, a counter's rate
+    per second, a ratio of increases; None without scrapes to say."""
+    return {key: mean_value(scrapes, service, query, start, end) for key, (service, query) in queries.items()}
+
+
+def analyse_run(experiment: Experiment, t0: float, phases: Sequence[PhaseTimes], faults: Sequence[Mapping[str, Any]],
+                buckets: Mapping[int, Bucket], users: Mapping[int, int], offered: Mapping[int, float],
+                scrapes: ScrapeStore, stop: str | None) -> RunAnalysis:
+    """Everything the verdict rests on, from the samples and the timeline of a run that reached t0.
+
+    ``faults`` are the applied faults' records (``phase``, ``description``, ``applied_at``,
+    ``reverted_at``); ``users`` and ``offered`` are by second.
+    """
+    if not phases:
+        raise ValueError("a run with no phase has nothing to analyse")
+    steady = experiment.steady_state
+    width = int(steady.window)
+    analysis_start = int(t0 + steady.warmup)
+    queries = queries_of(experiment)
+    baseline = metrics_of(buckets, analysis_start, int(phases[0].end), scrapes, queries)
+    measured: list[tuple[Metrics, float | None, float | None, dict[str, float | None]]] = []
+    for index in range(len(phases)):
+        start, end = phase_span(phases, index, analysis_start)
+        seconds_offered = [offered[s] for s in range(start, end) if s in offered]
+        seconds_users = [users[s] for s in range(start, end) if s in users]
+        measured.append((
+            metrics_of(buckets, start, end, scrapes, queries),
+            sum(seconds_offered) / len(seconds_offered)
+            if seconds_offered and len(seconds_offered) == end - start else None,
+            sum(seconds_users) / len(seconds_users) if seconds_users else None,
+            service_summary(scrapes, queries, start, end)))
+    first_users = measured[0][2]
+    per_user = baseline.rps / first_users if first_users else None
+    analysed = []
+    for metrics, offered_rps, phase_users, service in measured:
+        expected = offered_rps
+        if expected is None and per_user is not None and phase_users is not None:
+            expected = per_user * phase_users
+        analysed.append(PhaseAnalysis(metrics, error_budget_spent(metrics, steady.slo), offered_rps, phase_users,
+                                      expected, service))
+    run_end = int(phases[-1].end)
+    wins = windows(buckets, analysis_start, run_end, width, steady.min_requests, steady.slo, baseline,
+                   scrapes, queries)
+    results = fault_results(phases, [p.metrics for p in analysed], faults, wins, baseline, width)
+    return RunAnalysis(
+        analysis_start=analysis_start, baseline=baseline, phases=analysed,
+        error_budget_spent=error_budget_spent(metrics_of(buckets, analysis_start, run_end), steady.slo),
+        windows=wins, fault_results=results,
+        gates=gate_results(experiment, phases[0], wins, results, stop))
+
+
+def fault_results(phases: Sequence[PhaseTimes], metrics: Sequence[Metrics], faults: Sequence[Mapping[str, Any]],
+                  wins: list[Window], baseline: Metrics, width: int) -> list[FaultResult]:
+    """Time to detect, time to recover and degradation of every phase that applied faults: from the
+    first fault's start, and from the last revert (or the phase's end for one never reverted)."""
+    out = []
+    for phase, phase_metrics in zip(phases, metrics, strict=True):
+        applied = [f for f in faults if f["phase"] == phase.name]
+        if not applied:
+            continue
+        start = min(f["applied_at"] for f in applied)
+        revert = max((f["reverted_at"] or phase.end) for f in applied)
+        out.append(FaultResult(
+            phase=phase.name, faults=[f["description"] for f in applied], start=start, revert=revert,
+            time_to_detect_s=time_to_detect(wins, start, revert),
+            time_to_recover_s=time_to_recover(wins, revert, width),
+            degradation=degradation(baseline, phase_metrics)))
+    return out
+
+
+def _fmt_s(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:.1f}s"
+
+
+def gate_results(experiment: Experiment, baseline_phase: PhaseTimes | None, wins: Sequence[Window],
+                 results: Sequence[FaultResult], stop: str | None) -> list[GateResult]:
+    """Every gate the experiment names, evaluated; a fired stop condition is a failed gate too."""
+    gates = experiment.gates
+    out: list[GateResult] = []
+    if gates.baseline_steady and baseline_phase is not None:
+        base = [w for w in wins if w.end <= int(baseline_phase.end)]
+        steady = sum(1 for w in base if w.status is WindowStatus.STEADY)
+        unknown = sum(1 for w in base if w.status is WindowStatus.UNKNOWN)
+        detail = f"{steady} of {len(base)} baseline windows steady"
+        if unknown:
+            detail += f", {unknown} unknown (fewer than {experiment.steady_state.min_requests} requests)"
+        out.append(GateResult("baseline_steady", steady > 0, f"{steady}/{len(base)} steady",
+                              "at least one steady window", baseline_phase.name, detail))
+    for result in results:
+        if gates.recovery_time is not None:
+            ttr = result.time_to_recover_s
+            out.append(GateResult("recovery_time", ttr is not None and ttr <= gates.recovery_time.max,
+                                  _fmt_s(ttr), f"<= {gates.recovery_time.max:g}s", result.phase,
+                                  "" if ttr is not None else "steady state did not return before the run ended"))
+        if gates.detect_time is not None:
+            ttd = result.time_to_detect_s
+            out.append(GateResult("detect_time", ttd is None or ttd <= gates.detect_time.max,
+                                  _fmt_s(ttd) if ttd is not None else "no violation",
+                                  f"<= {gates.detect_time.max:g}s", result.phase,
+                                  "" if ttd is not None else "the SLO held through the fault"))
+        if gates.degradation is not None:
+            for metric, limit in gates.degradation.limits().items():
+                change = result.degradation[metric]
+                ok = change.ratio is not None and change.delta is not None
+                parts = []
+                if limit.max_ratio is not None:
+                    ok = ok and change.ratio is not None and change.ratio <= limit.max_ratio
+                    parts.append(f"ratio <= {limit.max_ratio:g}")
+                if limit.max_delta is not None:
+                    ok = ok and change.delta is not None and change.delta <= limit.max_delta
+                    parts.append(f"delta <= {limit.max_delta:g}")
+                value = ("n/a" if change.ratio is None else f"x{change.ratio:.2f}") + \
+                    ("" if change.delta is None else f" ({change.delta:+.4g})")
+                out.append(GateResult(f"degradation.{metric}", ok, value, ", ".join(parts), result.phase,
+                                      "" if change.ratio is not None else "no data to compare"))
+    if stop:
+        out.append(GateResult("stop_when", False, stop, "no stop condition", "", "the run was aborted"))
+    return out
+
+
+def verdict_of(status: str, stop: str | None, gates: Sequence[GateResult], exit_code: int) -> tuple[Verdict, int]:
+    """The verdict and exit code of a run that ended with ``status`` (``completed``, ``aborted``,
+    ``interrupted``, ``error``, or still ``running`` when it ended unexpectedly); ``exit_code`` is
+    the one an environment failure already set, kept for ``error``."""
+    if status == "interrupted":
+        return "interrupted", ExitCode.INTERRUPTED
+    if status in ("error", "running"):
+        return "error", exit_code or ExitCode.ENVIRONMENT
+    if stop or any(not g.passed for g in gates):
+        return "fail", ExitCode.GATE_FAILED
+    return "pass", ExitCode.OK
