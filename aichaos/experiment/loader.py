@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from aichaos.errors import ExperimentError, Problem
 from aichaos.experiment.model import (
@@ -26,7 +26,7 @@ from aichaos.experiment.model import (
     Experiment,
 )
 from aichaos.experiment.stack import Stack
-from aichaos.experiment.yamlpos import KeyPath, Located, format_path, load_yaml
+from aichaos.experiment.yamlpos import KeyPath, Located, describe_value, format_path, load_yaml, parse_yaml
 
 
 @dataclass(frozen=True)
@@ -95,15 +95,13 @@ def _problems(exc: ValidationError, located: Located, model: type[BaseModel],
             _, clean = _model_at(model, loc)
             key = str(loc[-1])
             allowed = _allowed_keys(parent)
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            message = f"unknown key {key!r}"
+            close = difflib.get_close_matches(key[:100], allowed, n=1, cutoff=0.6)
+            message = f"unknown key {_brief(key)}"
             message += f"; did you mean {close[0]!r}?" if close else (
                 f"; allowed keys: {', '.join(allowed)}" if allowed else "")
         else:
-            _, clean = _model_at(model, loc)
-            message = err["msg"]
-            if message.startswith("Value error, "):
-                message = message[len("Value error, "):]
+            expected, clean = _model_at(model, loc)
+            message = _in_user_words(err, expected)
             if kind == "missing":
                 message = "required key is missing"
             elif kind == "union_tag_invalid":
@@ -115,6 +113,101 @@ def _problems(exc: ValidationError, located: Located, model: type[BaseModel],
         source = _source_of(clean, overridden)
         line = None if source else located.line_of(clean)
         problems.append(Problem(source or located.file, line, format_path(clean), message))
+    return problems
+
+
+def _in_user_words(err: ErrorDetails, expected: Any) -> str:
+    """Pydantic's message as the file's author would put it: what was expected, what was found,
+    no class names ("expected a mapping with name and duration, got a number")."""
+    kind, ctx, value = err["type"], err.get("ctx") or {}, err.get("input")
+    got = _brief(value) if isinstance(value, str) and value else describe_value(value)
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return f"expected {_mapping_of(expected)}, got {got}"
+    simple = {
+        "list_type": f"expected a list, got {got}",
+        "int_type": f"expected an integer, got {got}",
+        "int_parsing": f"expected an integer, got {got}",
+        "int_from_float": f"expected an integer, got {value!r}",
+        "float_type": f"expected a number, got {got}",
+        "float_parsing": f"expected a number, got {got}",
+        "finite_number": "expected a finite number",
+        "string_type": f"expected text, got {got}",
+        "bool_type": f"expected true or false, got {got}",
+        "bool_parsing": f"expected true or false, got {got}",
+    }
+    if kind in simple:
+        return simple[kind]
+    bounds = {"greater_than_equal": ("must be at least", "ge"), "greater_than": ("must be greater than", "gt"),
+              "less_than_equal": ("must be at most", "le"), "less_than": ("must be less than", "lt")}
+    if kind in bounds and bounds[kind][1] in ctx:
+        words, name = bounds[kind]
+        return f"{words} {ctx[name]}"
+    lengths = {"too_short": "min_length", "too_long": "max_length"}
+    if kind in lengths and lengths[kind] in ctx:
+        n = ctx[lengths[kind]]
+        unit = {"List": "item", "Dictionary": "entry"}.get(str(ctx.get("field_type")), "character")
+        plural = "" if n == 1 else ("entries" if unit == "entry" else unit + "s")
+        return f"needs at {'least' if kind == 'too_short' else 'most'} {n} {plural or unit}"
+    if kind == "literal_error" and "expected" in ctx:
+        return f"expected {ctx['expected']}, got {got}"
+    if kind == "string_pattern_mismatch" and "pattern" in ctx:
+        return f"{_brief(str(value))} does not match the pattern {ctx['pattern']}"
+    message = str(err["msg"])
+    return message[len("Value error, "):] if message.startswith("Value error, ") else message
+
+
+def _mapping_of(expected: Any) -> str:
+    """ "a mapping with name and duration", "a mapping of max, min, …", "a mapping with type (…)"."""
+    if isinstance(expected, type) and issubclass(expected, BaseModel):
+        required = [f.alias or n for n, f in expected.model_fields.items() if f.is_required()]
+        if required:
+            return "a mapping with " + _listed(required, "and")
+        return "a mapping of " + _listed(_allowed_keys(expected), "or")
+    if typing.get_origin(expected) in (typing.Union, types.UnionType):
+        tags = [str(a) for m in typing.get_args(expected) if isinstance(m, type) and issubclass(m, BaseModel)
+                and "type" in m.model_fields for a in typing.get_args(m.model_fields["type"].annotation)]
+        if tags:
+            shown = _listed(tags, "or") if len(tags) <= 4 else ", ".join(tags[:3]) + f" or {len(tags) - 3} more"
+            return f"a mapping with type ({shown}) and its settings"
+    return "a mapping"
+
+
+def _listed(words: list[str], conjunction: str) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def _brief(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "…"
+
+
+def _booleans_as_numbers(model: Any, data: Any, path: KeyPath, located: Located) -> list[Problem]:
+    """``true`` where the model takes a number: pydantic would read it as 1, and ``users: true``
+    is a mistake, not one user. Walks the data along the model's annotations."""
+    tp = _unwrap(model)
+    if isinstance(data, bool):
+        if tp in (int, float):
+            return [Problem(located.file, located.line_of(path), format_path(path),
+                            f"expected a number, got {str(data).lower()}")]
+        return []
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType) and isinstance(data, dict):
+        members = [m for m in typing.get_args(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+        tagged = [m for m in members if "type" in m.model_fields
+                  and data.get("type") in typing.get_args(m.model_fields["type"].annotation)]
+        tp = tagged[0] if tagged else members[0] if len(members) == 1 else None
+        origin = None
+    problems: list[Problem] = []
+    if isinstance(tp, type) and issubclass(tp, BaseModel) and isinstance(data, dict):
+        fields = {f.alias or n: f for n, f in tp.model_fields.items()} | dict(tp.model_fields)
+        for key, value in data.items():
+            if key in fields:
+                problems += _booleans_as_numbers(fields[key].annotation, value, (*path, key), located)
+    elif origin is list and isinstance(data, list):
+        for i, item in enumerate(data):
+            problems += _booleans_as_numbers(typing.get_args(tp)[0], item, (*path, i), located)
+    elif origin is dict and isinstance(data, dict):
+        for key, value in data.items():
+            problems += _booleans_as_numbers(typing.get_args(tp)[1], value, (*path, key), located)
     return problems
 
 
@@ -135,21 +228,27 @@ def parse_override(text: str) -> tuple[KeyPath, Any]:
         raise ExperimentError([Problem("--set", None, key, f"{text!r} has an empty key")])
     path: list[str | int] = []
     for part in key.split("."):
-        path.append(int(part) if part.isdigit() else part)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ExperimentError([Problem("--set", None, key, f"value {raw!r} is not valid YAML")]) from exc
+        path.append(int(part) if part.isascii() and part.isdigit() and len(part) < 10 else part)
+    try:  # parsed with the same bounds as a file (aliases, nesting, size)
+        value = parse_yaml(raw, "--set").data if raw.strip() else ""
+    except ExperimentError as exc:
+        why = exc.problems[0].message if exc.problems else "invalid YAML"
+        raise ExperimentError([Problem(f"--set {text}", None, key, f"the value is not valid YAML: {why}")]) from None
     return tuple(path), value
 
 
-def apply_override(data: Any, path: KeyPath, value: Any, text: str) -> None:
+def apply_override(data: Any, path: KeyPath, value: Any, text: str) -> KeyPath:
+    """Set ``path`` in ``data``; return the part of the path the override created (the whole
+    path when it only replaced a value), so that errors inside it are blamed on the override."""
     node = data
+    created: KeyPath | None = None
     for i, part in enumerate(path[:-1]):
         where = format_path(path[: i + 1])
         if isinstance(node, dict):
             if not isinstance(part, str):
                 part = str(part)
+            if part not in node and created is None:
+                created = path[: i + 1]
             node = node.setdefault(part, {})
         elif isinstance(node, list) and isinstance(part, int):
             if part >= len(node):
@@ -165,17 +264,32 @@ def apply_override(data: Any, path: KeyPath, value: Any, text: str) -> None:
         node[last] = value
     else:
         raise ExperimentError([Problem("--set", None, format_path(path), f"cannot set {text!r} here")])
+    return created or path
 
 
 def _validate(located: Located, model: type[BaseModel], overridden: dict[KeyPath, str] | None = None) -> Any:
     if not isinstance(located.data, dict):
-        kind = "empty" if located.data is None else f"a {type(located.data).__name__}"
+        kind = "empty" if located.data is None else describe_value(located.data)
         raise ExperimentError([Problem(located.file, 1, "",
                                        f"expected a mapping at the top level, the file is {kind}")])
+    booleans = [_blamed(p, overridden or {}) for p in _booleans_as_numbers(model, located.data, (), located)]
     try:
-        return model.model_validate(located.data)
+        validated = model.model_validate(located.data)
     except ValidationError as exc:
-        raise ExperimentError(_problems(exc, located, model, overridden or {})) from None
+        problems = _problems(exc, located, model, overridden or {})
+        raise ExperimentError(booleans + [p for p in problems if p.key not in {b.key for b in booleans}]) from None
+    if booleans:
+        raise ExperimentError(booleans)
+    return validated
+
+
+def _blamed(problem: Problem, overridden: dict[KeyPath, str]) -> Problem:
+    """The problem named after the ``--set`` that wrote its key, if one did."""
+    for prefix, origin in overridden.items():
+        where = format_path(prefix)
+        if problem.key == where or problem.key.startswith((f"{where}.", f"{where}[")):
+            return Problem(origin, None, problem.key, problem.message)
+    return problem
 
 
 def load_stack(path: Path) -> Stack:
@@ -192,17 +306,19 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Loa
     for text in overrides or []:
         key, value = parse_override(text)
         if isinstance(located.data, dict):
-            apply_override(located.data, key, value, text)
+            key = apply_override(located.data, key, value, text)
         overridden[key] = f"--set {text}"
     experiment: Experiment = _validate(located, Experiment, overridden)
 
     stack_path = (path.parent / experiment.stack).resolve()
     stack_line = located.line_of(("stack",))
     if not stack_path.is_file():
-        raise ExperimentError([Problem(str(path), stack_line, "stack", f"stack file {experiment.stack!r} not found "
-                                       f"(looked at {stack_path})")])
+        what = "is not a regular file" if stack_path.exists() else "not found"
+        problem = Problem(str(path), stack_line, "stack", f"stack file {experiment.stack!r} {what} "
+                                                          f"(looked at {stack_path})")
+        raise ExperimentError([_blamed(problem, overridden)])
     stack = load_stack(stack_path)
-    problems = _references(experiment, stack, located)
+    problems = [_blamed(p, overridden) for p in _references(experiment, stack, located)]
     if problems:
         raise ExperimentError(problems)
     return LoadedExperiment(path=path, experiment=experiment, stack_path=stack_path, stack=stack)

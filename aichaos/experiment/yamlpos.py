@@ -59,7 +59,8 @@ def format_path(path: KeyPath) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            shown = part if part.isprintable() and len(part) <= 100 else _brief(part)  # no escapes to the terminal
+            out += f".{shown}" if out else shown
     return out
 
 
