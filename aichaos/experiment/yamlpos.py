@@ -182,28 +182,31 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: 
 
 def parse_yaml(text: str, file: str) -> Located:
     """Parse YAML text; every syntax error becomes an ExperimentError with the line."""
-    loader = _BoundedLoader(text)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text)  # the reader checks every character here
         node = loader.get_single_node()
     except _Refused as exc:
         raise ExperimentError([Problem(file, exc.mark.line + 1, "",
                                        f"{exc.message} (column {exc.mark.column + 1})")]) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else None
+        line = mark.line + 1 if mark else 1
         what = exc.problem or str(exc)
         raise ExperimentError([Problem(file, line, "", f"invalid YAML: {what}")]) from exc
     except yaml.reader.ReaderError as exc:  # a character YAML forbids, e.g. NUL: it has a position, no mark
         line = text.count("\n", 0, exc.position) + 1
         column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
-        raise ExperimentError([Problem(file, line, "", f"invalid YAML: character {exc.character!r} (column "
-                                       f"{column}) is not allowed in YAML")]) from exc
+        char = f"U+{exc.character:04X}" if isinstance(exc.character, int) else repr(exc.character)
+        raise ExperimentError([Problem(file, line, "", f"invalid YAML: character {char} (column {column}) is "
+                                       "not allowed in YAML")]) from exc
     except yaml.YAMLError as exc:
-        raise ExperimentError([Problem(file, None, "", f"invalid YAML: {exc}")]) from exc
+        raise ExperimentError([Problem(file, 1, "", f"invalid YAML: {exc}")]) from exc
     except (ValueError, RecursionError) as exc:  # e.g. NUL bytes in the stream; nesting is bounded above
         raise ExperimentError([Problem(file, 1, "", f"invalid YAML: {exc}")]) from exc
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[KeyPath, int] = {}
     data = None if node is None else _construct(node, (), lines, file)
     return Located(file=file, data=data, lines=lines)
