@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from aichaos.runtime.ports import free_port
+from aichaos.ports import free_port
 from aichaos.runtime.readiness import http_ok
 
 ENDPOINT = '''

@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-from aichaos.runtime.ports import free_port
+from aichaos.ports import free_port
 from aichaos.runtime.readiness import http_ok
 
 

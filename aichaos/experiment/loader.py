@@ -17,14 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from aichaos.errors import ExperimentError, Problem
-from aichaos.experiment.model import (
-    CONTAINER_FAULTS,
-    HOOK_FAULTS,
-    NETWORK_FAULTS,
-    SERVICE_FAULTS,
-    DependencyDownFault,
-    Experiment,
-)
+from aichaos.experiment.model import Experiment
 from aichaos.experiment.stack import Stack
 from aichaos.experiment.yamlpos import KeyPath, Located, describe_value, format_path, load_yaml, parse_yaml
 
@@ -332,29 +325,13 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
         hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
         problems.append(Problem(located.file, located.line_of(("load", "target")), "load.target",
                                 f"no service {experiment.load.target!r} in the stack{hint}"))
-    edges = stack.edges
+    from aichaos.faults.registry import kind_of
+
     for i, phase in enumerate(experiment.phases):
         for j, fault in enumerate(phase.faults):
-            if isinstance(fault, NETWORK_FAULTS) and fault.edge not in edges:
-                key: KeyPath = ("phases", i, "faults", j, "edge")
-                close = difflib.get_close_matches(fault.edge, edges, n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; edges: {', '.join(edges) or 'none'}"
-                problems.append(Problem(located.file, located.line_of(key), format_path(key),
-                                        f"no edge {fault.edge!r} in the stack{hint}"))
-            if isinstance(fault, SERVICE_FAULTS) or (isinstance(fault, CONTAINER_FAULTS) and fault.service):
-                key = ("phases", i, "faults", j, "service")
-                where = (located.file, located.line_of(key), format_path(key))
-                assert fault.service is not None
-                if fault.service not in stack.services:
-                    close = difflib.get_close_matches(fault.service, services, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
-                    problems.append(Problem(*where, f"no service {fault.service!r} in the stack{hint}"))
-                elif isinstance(fault, HOOK_FAULTS) and stack.services[fault.service].hooks is None:
-                    problems.append(Problem(*where, f"{fault.type} needs the fault hooks of {fault.service!r}: "
-                                                    "declare them in the stack file (hooks: {path: /admin/faults, "
-                                                    "token_env: ...})"))
-                elif isinstance(fault, DependencyDownFault) and not stack.edges_into(fault.service):
-                    problems.append(Problem(*where, f"no service depends on {fault.service!r}: nothing to cut off"))
+            for name, message in kind_of(fault).check_stack(fault, stack):
+                key: KeyPath = ("phases", i, "faults", j, name)
+                problems.append(Problem(located.file, located.line_of(key), format_path(key), message))
     slo_metrics = experiment.steady_state.slo.metrics
     scraped: list[tuple[KeyPath, str, list[str]]] = [(("steady_state", "slo", "metrics", name), name, list(series))
                                                      for name, series in slo_metrics.items()]

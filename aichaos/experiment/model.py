@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from aichaos.experiment.types import Duration, Strict
+from aichaos.runtime.registry import RUNTIME_CHOICES
 
 EDGE_PATTERN = r"^[a-z][a-z0-9_-]*->[a-z][a-z0-9_-]*$"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -47,15 +48,16 @@ class RampShape(Strict):
     """From one level to another, linearly over the span (the phase, or the whole run)."""
 
     type: Literal["ramp"]
-    from_: float = Field(alias="from", ge=0, description="level at the start (users, or requests/s with rate)")
-    to: float = Field(ge=0, description="level at the end")
+    from_: float = Field(alias="from", ge=0, le=1_000_000,
+                         description="level at the start (users, or requests/s with rate)")
+    to: float = Field(ge=0, le=1_000_000, description="level at the end")
 
 
 class StepShape(Strict):
     """A staircase: each level in turn for ``every``; the last one holds."""
 
     type: Literal["step"]
-    levels: list[float] = Field(min_length=1, description="users, or requests/s with rate")
+    levels: list[float] = Field(min_length=1, max_length=10_000, description="users, or requests/s with rate")
     every: Duration
 
     @field_validator("levels")
@@ -63,6 +65,8 @@ class StepShape(Strict):
     def _non_negative(cls, value: list[float]) -> list[float]:
         if any(v < 0 for v in value):
             raise ValueError("levels must not be negative")
+        if any(v > 1_000_000 for v in value):
+            raise ValueError("levels are at most 1000000")
         return value
 
     @field_validator("every")
@@ -77,10 +81,11 @@ class SpikeShape(Strict):
     """The base level, with ``peak`` from ``at`` for ``for`` seconds into the span."""
 
     type: Literal["spike"]
-    peak: float = Field(ge=0, description="users, or requests/s with rate")
+    peak: float = Field(ge=0, le=1_000_000, description="users, or requests/s with rate")
     at: Duration = 0.0
     for_: Duration = Field(alias="for")
-    base: float | None = Field(None, ge=0, description="level outside the spike (default: the load's level)")
+    base: float | None = Field(None, ge=0, le=1_000_000,
+                               description="level outside the spike (default: the load's level)")
 
 
 Shape = Annotated[RampShape | StepShape | SpikeShape, Field(discriminator="type")]
@@ -96,7 +101,8 @@ class Load(Strict):
     rate: float | None = Field(None, gt=0, le=1_000_000,
                                description="target requests per second in all (pacing); users must be enough "
                                            "to carry it: users >= rate x latency")
-    spawn_rate: float | None = Field(None, gt=0, description="users started per second (default: all at once)")
+    spawn_rate: float | None = Field(None, gt=0, le=10000,
+                                     description="users started per second (default: all at once)")
     shape: Shape | None = Field(None, description="how the level (users, or rate) changes over the run")
     wait: Wait = Field(default_factory=Wait)
     timeout: Duration = Field(10.0, description="per-request timeout; a request past it counts as a timeout")
@@ -162,7 +168,21 @@ class Bound(Strict):
     def _something(self) -> Bound:
         if self.max is None and self.min is None and self.baseline_ratio is None and self.baseline_delta is None:
             raise ValueError("give at least one of max, min, baseline_ratio, baseline_delta")
+        if self.max is not None and self.min is not None and self.min > self.max:
+            raise ValueError("min is above max: no value could hold")
         return self
+
+
+def _check_request_metric(metric: str | None, limits: dict[str, float | None]) -> None:
+    """Latencies and request rates are never negative, and an error rate is a fraction: a limit
+    outside that range is a mistake (it would always or never hold)."""
+    for key, value in limits.items():
+        if value is None:
+            continue
+        if value < 0:
+            raise ValueError(f"{key} must not be negative ({metric} is never below 0)")
+        if metric == "error_rate" and value > 1:
+            raise ValueError(f"{key} is a fraction of the requests, from 0 to 1 (0.01 is 1%)")
 
 
 def _check_selector(text: str) -> str:
@@ -185,6 +205,13 @@ class Slo(Strict):
     rps: Bound | None = None
     metrics: dict[str, dict[Selector, Bound]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
 
+    @field_validator("p50_ms", "p95_ms", "p99_ms", "error_rate", "rps")
+    @classmethod
+    def _possible(cls, bound: Bound | None, info: ValidationInfo) -> Bound | None:
+        if bound is not None:
+            _check_request_metric(info.field_name, {"max": bound.max, "min": bound.min})
+        return bound
+
     def bounds(self) -> dict[str, Bound]:
         """Every bound, by metric: request metrics by name, scraped ones as ``service/selector``."""
         out = {k: v for k, v in self.__dict__.items() if v is not None and k != "metrics"}
@@ -195,7 +222,8 @@ class Slo(Strict):
 
 class SteadyState(Strict):
     window: Duration = Field(5.0, description="length of the rolling window (steps 1 s)")
-    min_requests: int = Field(5, ge=1, description="a window with fewer requests is 'unknown', not healthy")
+    min_requests: int = Field(5, ge=1, le=1_000_000,
+                              description="a window with fewer requests is 'unknown', not healthy")
     warmup: Duration = Field(2.0, description="seconds at the start of the baseline that are discarded")
     slo: Slo
 
@@ -271,6 +299,13 @@ class StopCondition(Strict):
     error_rate: Threshold | None = None
     metrics: dict[str, dict[Selector, Threshold]] = Field(default_factory=dict, description=SERVICE_METRICS_DOC)
 
+    @field_validator("p50_ms", "p95_ms", "p99_ms", "error_rate")
+    @classmethod
+    def _possible(cls, threshold: Threshold | None, info: ValidationInfo) -> Threshold | None:
+        if threshold is not None:
+            _check_request_metric(info.field_name, {"above": threshold.above, "below": threshold.below})
+        return threshold
+
     @model_validator(mode="after")
     def _one(self) -> StopCondition:
         if len(self.conditions()) != 1:
@@ -286,7 +321,28 @@ class StopCondition(Strict):
 
 
 # ---------------------------------------------------------------- faults
-class _EdgeFault(Strict):
+class FaultSpec(Strict):
+    """What every fault of the experiment format is. A subclass with a ``type`` literal is a fault
+    type: defining it here adds it to the ``Fault`` union below, and a module of ``aichaos.faults``
+    registers how it is checked, applied and reverted (``aichaos.faults.registry``)."""
+
+    MODELS: ClassVar[list[type[FaultSpec]]] = []  # every fault type, in the order defined
+    if TYPE_CHECKING:
+        type: str  # each subclass declares it as a Literal
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        if "type" in cls.model_fields:
+            FaultSpec.MODELS.append(cls)
+
+    @classmethod
+    def type_name(cls) -> str:
+        """The ``type`` this model is written with in an experiment file."""
+        return str(get_args(cls.model_fields["type"].annotation)[0])
+
+
+class _EdgeFault(FaultSpec):
     edge: str = Field(pattern=EDGE_PATTERN, description="<dependent>-><dependency>, e.g. gateway->model-server")
     stream: Literal["downstream", "upstream"] = "downstream"
     toxicity: float = Field(1.0, ge=0, le=1)
@@ -300,25 +356,25 @@ class LatencyFault(_EdgeFault):
 
 class BandwidthFault(_EdgeFault):
     type: Literal["bandwidth"]
-    rate_kbps: int = Field(ge=0, description="KB/s")
+    rate_kbps: int = Field(ge=0, le=100_000_000, description="KB/s")
 
 
 class TimeoutFault(_EdgeFault):
     type: Literal["timeout"]
-    timeout_ms: int = Field(0, ge=0, description="close after this long; 0 holds the data forever")
+    timeout_ms: int = Field(0, ge=0, le=3_600_000, description="close after this long; 0 holds the data forever")
 
 
 class ResetPeerFault(_EdgeFault):
     type: Literal["reset_peer"]
-    timeout_ms: int = Field(0, ge=0)
+    timeout_ms: int = Field(0, ge=0, le=3_600_000)
 
 
-class DownFault(Strict):
+class DownFault(FaultSpec):
     type: Literal["down"]
     edge: str = Field(pattern=EDGE_PATTERN)
 
 
-class RetryStormFault(Strict):
+class RetryStormFault(FaultSpec):
     """Latency on a dependency edge past the dependent's own timeout, so that it times out and
     retries: measured as retry amplification (upstream calls per client request)."""
 
@@ -327,11 +383,9 @@ class RetryStormFault(Strict):
     latency_ms: int = Field(ge=1, le=3_600_000, description="above the dependent's call timeout")
 
 
-NETWORK_FAULTS = (LatencyFault, BandwidthFault, TimeoutFault, ResetPeerFault, DownFault, RetryStormFault)
-
 
 # ---------------------------------------------------------------- AI faults
-class _ServiceFault(Strict):
+class _ServiceFault(FaultSpec):
     service: str = Field(description="the stack service it acts on")
 
 
@@ -421,7 +475,7 @@ class DependencyDownFault(_ServiceFault):
     type: Literal["dependency_down"]
 
 
-class InputSurgeFault(Strict):
+class InputSurgeFault(FaultSpec):
     """The load shifts to other inputs for the phase: these body fields replace the requests' own."""
 
     type: Literal["input_surge"]
@@ -437,14 +491,14 @@ class InputSurgeFault(Strict):
         return value
 
 
-class TrafficSpikeFault(Strict):
+class TrafficSpikeFault(FaultSpec):
     """The load's level (users, or the paced rate) times ``factor`` for the phase."""
 
     type: Literal["traffic_spike"]
     factor: float = Field(gt=0, le=1000)
 
 
-class _ContainerTarget(Strict):
+class _ContainerTarget(FaultSpec):
     service: str | None = Field(None, description="the stack service it acts on")
     container: str | None = Field(None, description="a container this run did not start (needs --allow-external)")
 
@@ -494,22 +548,11 @@ class ContainerMemoryFault(_ContainerTarget):
     mb: int = Field(ge=6, le=10_000_000, description="memory limit in MiB")
 
 
-CONTAINER_FAULTS = (ContainerKillFault, ContainerStopFault, ContainerRestartFault, ContainerPauseFault,
-                    ContainerCpuFault, ContainerMemoryFault)
-DOCKER_ONLY_FAULTS = (ContainerCpuFault, ContainerMemoryFault)
-
-HOOK_FAULTS = (InferenceSlowdownFault, InferenceErrorsFault, InferenceHangFault, OomNextBatchFault, ModelSwapFault)
-LOAD_FAULTS = (InputSurgeFault, TrafficSpikeFault)
-SERVICE_FAULTS = (*HOOK_FAULTS, DeviceMemoryPressureFault, PipelineStallFault, ColdStartFault, DependencyDownFault)
-
-Fault = Annotated[
-    LatencyFault | BandwidthFault | TimeoutFault | ResetPeerFault | DownFault | RetryStormFault
-    | InferenceSlowdownFault | InferenceErrorsFault | InferenceHangFault | OomNextBatchFault | ModelSwapFault
-    | DeviceMemoryPressureFault | PipelineStallFault | ColdStartFault | DependencyDownFault
-    | InputSurgeFault | TrafficSpikeFault
-    | ContainerKillFault | ContainerStopFault | ContainerRestartFault | ContainerPauseFault | ContainerCpuFault
-    | ContainerMemoryFault,
-    Field(discriminator="type")]
+# every FaultSpec subclass defined above, discriminated by its ``type``; define new ones above this line
+if TYPE_CHECKING:
+    Fault = FaultSpec
+else:
+    Fault = Annotated[Union[tuple(FaultSpec.MODELS)], Field(discriminator="type")]  # noqa: UP007
 
 
 class Phase(Strict):
@@ -526,16 +569,22 @@ class Phase(Strict):
         return value
 
 
+if TYPE_CHECKING:
+    RuntimeChoice = str
+else:
+    RuntimeChoice = Literal[RUNTIME_CHOICES]
+
+
 class Experiment(Strict):
     version: Literal[1] = Field(description="format version of this file")
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     stack: str = Field(description="path of the stack file, relative to this file")
-    runtime: Literal["auto", "local", "docker"] = "auto"
+    runtime: RuntimeChoice = "auto"
     toxiproxy_url: str | None = Field(None, pattern=r"^https?://", description="use this Toxiproxy server")
     load: Load
     steady_state: SteadyState
-    phases: list[Phase] = Field(min_length=1)
+    phases: list[Phase] = Field(min_length=1, max_length=1000)
     gates: Gates = Field(default_factory=lambda: Gates())
     stop_when: list[StopCondition] = Field(default_factory=list)
 
@@ -564,6 +613,25 @@ class Experiment(Strict):
                 raise ValueError(f"phase {phase.name!r}: give either load.requests or an input_surge fault")
             if len(surges) > 1 or sum(isinstance(f, TrafficSpikeFault) for f in phase.faults) > 1:
                 raise ValueError(f"phase {phase.name!r}: at most one input_surge and one traffic_spike")
+        return self
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Experiment:
+        """A run lasts at most a day and its load peaks within Load's own bounds (a shape or a
+        traffic_spike can reach past them)."""
+        from aichaos.experiment.durations import MAX_DURATION
+        from aichaos.load.schedule import plan_load
+
+        if self.duration > MAX_DURATION:
+            raise ValueError(f"the phases add up to {self.duration:g}s; a run lasts at most 24h ({MAX_DURATION:g}s)")
+        plan = plan_load(self.load, self.phases)
+        if self.load.rate is None and plan.peak_users > 10000:
+            raise ValueError(f"the load peaks at {plan.peak_users} users (shape and traffic_spike included); "
+                             "at most 10000")
+        peak_rate = max((level.rate or 0.0) for level in plan.levels)
+        if peak_rate > 1_000_000:
+            raise ValueError(f"the load peaks at {peak_rate:g} requests/s (shape and traffic_spike included); "
+                             "at most 1000000")
         return self
 
     @property

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from aichaos import clock
 
 
 @dataclass
@@ -31,7 +32,7 @@ class AppliedFault:
         if self.reverted_at is not None:
             return
         self.revert_action()
-        self.reverted_at = time.time()
+        self.reverted_at = clock.now()
 
     def to_json(self) -> dict[str, Any]:
         return {"phase": self.phase, "type": self.type, "target": self.target, "description": self.description,

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import threading
 import time
 import urllib.error
 import urllib.request
+from abc import abstractmethod
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from aichaos import clock
 from aichaos.errors import FaultInjectionError, FaultRevertError
 from aichaos.experiment.model import (
     InferenceErrorsFault,
@@ -29,7 +33,18 @@ from aichaos.experiment.model import (
     OomNextBatchFault,
     Probe,
 )
+from aichaos.experiment.stack import Stack
 from aichaos.faults.base import AppliedFault
+from aichaos.faults.registry import (
+    Closeable,
+    FaultContext,
+    FaultKind,
+    UndoContext,
+    kind_of,
+    register_fault,
+    register_undo,
+    undo_record,
+)
 from aichaos.metrics.scrape import ScrapeStore
 
 log = logging.getLogger(__name__)
@@ -69,24 +84,102 @@ class HookClient:
         return self._call("POST", body)
 
 
-def hook_body(fault: HookFault) -> tuple[dict[str, Any], str]:
-    """The hook keys a fault sets, and how to say it."""
-    if isinstance(fault, InferenceSlowdownFault):
+class HookKind(FaultKind):
+    """A fault set through the service's fault hooks: ``body`` says which hook keys it sets."""
+
+    target = "service"
+
+    @abstractmethod
+    def body(self, fault: Any) -> tuple[dict[str, Any], str]:
+        """The hook keys the fault sets, and how to say it."""
+
+    def restore(self, body: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        """What the revert posts: by default, the values the keys had before."""
+        return {k: before[k] for k in body}
+
+    def describe(self, fault: Any, what: str, before: dict[str, Any]) -> str:
+        return what
+
+    def check_stack(self, fault: Any, stack: Stack) -> Iterator[tuple[str, str]]:
+        problems = list(super().check_stack(fault, stack))
+        yield from problems
+        if not problems and stack.services[fault.service].hooks is None:
+            yield "service", (f"{fault.type} needs the fault hooks of {fault.service!r}: declare them in the stack "
+                              "file (hooks: {path: /admin/faults, token_env: ...})")
+
+    def apply(self, fault: Any, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        return apply_hook_fault(fault, phase, hook_client(ctx, fault.service))
+
+
+@register_fault
+class InferenceSlowdown(HookKind):
+    model = InferenceSlowdownFault
+
+    def body(self, fault: InferenceSlowdownFault) -> tuple[dict[str, Any], str]:
         return {"slowdown": fault.factor}, f"inference {fault.factor:g}x slower"
-    if isinstance(fault, InferenceErrorsFault):
+
+
+@register_fault
+class InferenceErrors(HookKind):
+    model = InferenceErrorsFault
+
+    def body(self, fault: InferenceErrorsFault) -> tuple[dict[str, Any], str]:
         return ({"error_fraction": fault.fraction, "error_status": fault.status},
                 f"{fault.fraction:.0%} of inferences answer {fault.status}")
-    if isinstance(fault, InferenceHangFault):
+
+
+@register_fault
+class InferenceHang(HookKind):
+    model = InferenceHangFault
+
+    def body(self, fault: InferenceHangFault) -> tuple[dict[str, Any], str]:
         return {"hang": True}, "inference hangs"
-    if isinstance(fault, OomNextBatchFault):
+
+
+@register_fault
+class OomNextBatch(HookKind):
+    model = OomNextBatchFault
+
+    def body(self, fault: OomNextBatchFault) -> tuple[dict[str, Any], str]:
         return {"oom_next_batch": True}, "next batch out of memory"
-    if isinstance(fault, ModelSwapFault):
+
+    def restore(self, body: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        return {"oom_next_batch": False}  # one-shot: whatever it read, the revert disarms it
+
+
+@register_fault
+class ModelSwap(HookKind):
+    model = ModelSwapFault
+
+    def body(self, fault: ModelSwapFault) -> tuple[dict[str, Any], str]:
         return {"version": fault.version}, f"model version swapped to {fault.version}"
-    raise TypeError(fault)  # pragma: no cover
+
+    def describe(self, fault: ModelSwapFault, what: str, before: dict[str, Any]) -> str:
+        return f"model version {before['version']} → {fault.version}"
+
+    def before_load(self, fault: ModelSwapFault, ctx: FaultContext, scrapes: Any) -> Closeable | None:
+        """A model swap is measured against the answers given before any fault: take them now."""
+        running = ctx.handle.services[fault.service]
+        prober = Prober(fault.service, f"http://{running.host}:{running.port}", fault.probe, scrapes)
+        prober.start()
+        return prober
+
+
+def hook_client(ctx: FaultContext, service: str) -> HookClient:
+    spec = ctx.stack.services[service]
+    hooks = spec.hooks
+    assert hooks is not None  # the loader refuses a hook fault on a service without hooks
+    token = None
+    if hooks.token_env:
+        token = spec.env.get(hooks.token_env) or os.environ.get(hooks.token_env)
+    running = ctx.handle.services[service]
+    return HookClient(f"http://{running.host}:{running.port}{hooks.path}", token)
 
 
 def apply_hook_fault(fault: HookFault, phase: str, client: HookClient) -> AppliedFault:
-    body, what = hook_body(fault)
+    kind = kind_of(fault)
+    assert isinstance(kind, HookKind)
+    body, what = kind.body(fault)
     try:
         before = client.get()
         missing = [k for k in body if k not in before]
@@ -97,11 +190,8 @@ def apply_hook_fault(fault: HookFault, phase: str, client: HookClient) -> Applie
         raise FaultInjectionError(f"could not inject {fault.type} on {fault.service}: {exc}",
                                   hint="check the service's hooks in the stack file and that it was started "
                                        "with its fault hooks enabled") from exc
-    restore = {k: before[k] for k in body}
-    if isinstance(fault, ModelSwapFault):
-        what = f"model version {before['version']} → {fault.version}"
-    if isinstance(fault, OomNextBatchFault):
-        restore = {"oom_next_batch": False}
+    restore = kind.restore(body, before)
+    what = kind.describe(fault, what, before)
 
     def revert() -> None:
         try:
@@ -110,11 +200,20 @@ def apply_hook_fault(fault: HookFault, phase: str, client: HookClient) -> Applie
             raise FaultRevertError(f"could not revert {fault.type} on {fault.service}: {exc}") from exc
 
     return AppliedFault(phase, fault.type, fault.service, f"{fault.service}: {what}",
-                        fault.model_dump(mode="json", by_alias=True), time.time(), revert_action=revert,
-                        undo_record={"hooks_url": client.url, "token": client.token, "restore": restore})
+                        fault.model_dump(mode="json", by_alias=True), clock.now(), revert_action=revert,
+                        undo_record=undo_record("hooks", hooks_url=client.url, token=client.token, restore=restore))
 
 
-class Prober:
+@register_undo("hooks")
+def _restore_hooks(record: dict[str, Any], ctx: UndoContext) -> str:
+    try:
+        HookClient(record["hooks_url"], record.get("token"), timeout=3.0).post(record["restore"])
+    except OSError as exc:
+        return f"could not restore {', '.join(record['restore'])} through {record['hooks_url']}: {exc}"
+    return f"restored {', '.join(record['restore'])} through {record['hooks_url']}"
+
+
+class Prober(Closeable):
     """Sends a fixed probe set straight to a service once a second and records the share of answers
     that differ from the reference, the answers before any fault (a shadow of the old version)."""
 

@@ -9,33 +9,77 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from aichaos.errors import AichaosError, FaultInjectionError, FaultRevertError, ProxyError
+from aichaos import clock
+from aichaos.errors import AichaosError, FaultInjectionError, FaultRevertError
 from aichaos.experiment.model import ColdStartFault, DependencyDownFault, DeviceMemoryPressureFault, PipelineStallFault
 from aichaos.experiment.stack import Stack
 from aichaos.faults.base import AppliedFault
+from aichaos.faults.container import pause_service
+from aichaos.faults.network import proxies_down
+from aichaos.faults.registry import FaultContext, FaultKind, register_fault
 from aichaos.interrupts import deferred
-from aichaos.proxy.client import ToxiproxyClient
-from aichaos.runtime.base import Runtime, StackHandle, proxy_name
+from aichaos.runtime.base import Runtime, StackHandle
 
 
 def _spec(fault: Any) -> dict[str, Any]:
     return dict(fault.model_dump(mode="json", by_alias=True))
 
 
-def pause(fault: PipelineStallFault, phase: str, runtime: Runtime, handle: StackHandle) -> AppliedFault:
-    try:
-        runtime.pause_service(fault.service)
-    except (OSError, KeyError) as exc:
-        raise FaultInjectionError(f"could not pause {fault.service}: {exc}") from exc
-    from aichaos.faults.container import pause_undo
+@register_fault
+class PipelineStall(FaultKind):
+    model = PipelineStallFault
+    target = "service"
 
-    return AppliedFault(phase, fault.type, fault.service, f"{fault.service} paused (its processes stopped)",
-                        _spec(fault), time.time(), revert_action=lambda: runtime.resume_service(fault.service),
-                        undo_record=pause_undo(runtime, handle, fault.service))
+    def apply(self, fault: PipelineStallFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        return pause_service(fault, phase, fault.service, ctx, f"{fault.service} paused (its processes stopped)")
+
+
+@register_fault
+class ColdStart(FaultKind):
+    model = ColdStartFault
+    target = "service"
+
+    def apply(self, fault: ColdStartFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        return cold_start(fault, phase, ctx.runtime, ctx.handle, ctx.stack, ctx.save_state)
+
+
+@register_fault
+class DependencyDown(FaultKind):
+    model = DependencyDownFault
+    target = "service"
+
+    def check_stack(self, fault: DependencyDownFault, stack: Stack) -> Iterator[tuple[str, str]]:
+        problems = list(super().check_stack(fault, stack))
+        yield from problems
+        if not problems and not stack.edges_into(fault.service):
+            yield "service", f"no service depends on {fault.service!r}: nothing to cut off"
+
+    def apply(self, fault: DependencyDownFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        edges = ctx.stack.edges_into(fault.service)
+        return proxies_down(fault, phase, ctx, fault.service, edges,
+                            f"{fault.service} unreachable ({', '.join(edges)} down)")
+
+
+@register_fault
+class DeviceMemoryPressure(FaultKind):
+    model = DeviceMemoryPressureFault
+    target = "service"
+
+    def apply(self, fault: DeviceMemoryPressureFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        label = f"co-tenant {phase}.{index}"
+
+        def record(pid: int | None) -> None:  # the co-tenant is in the state file while it lives
+            if pid is None:
+                ctx.helpers.pop(label, None)
+            else:
+                ctx.helpers[label] = pid
+            ctx.save_state()
+
+        return memory_pressure(fault, phase, ctx.log_dir, record)
 
 
 def cold_start(fault: ColdStartFault, phase: str, runtime: Runtime, handle: StackHandle, stack: Stack,
@@ -64,7 +108,7 @@ def cold_start(fault: ColdStartFault, phase: str, runtime: Runtime, handle: Stac
 
     threading.Thread(target=wait, name=f"aichaos-cold-start-{fault.service}", daemon=True).start()
     applied = AppliedFault(phase, fault.type, fault.service, f"{fault.service} killed and started again",
-                           _spec(fault), killed_at, revert_action=lambda: None, detail=detail)
+                           _spec(fault), clock.now(), revert_action=lambda: None, detail=detail)
 
     def revert() -> None:
         if not done.wait(service.ready.timeout + 5):
@@ -75,31 +119,6 @@ def cold_start(fault: ColdStartFault, phase: str, runtime: Runtime, handle: Stac
 
     applied.revert_action = revert
     return applied
-
-
-def dependency_down(fault: DependencyDownFault, phase: str, stack: Stack, client: ToxiproxyClient) -> AppliedFault:
-    edges = stack.edges_into(fault.service)
-    proxies = [proxy_name(e) for e in edges]
-    done: list[str] = []
-    try:
-        for proxy in proxies:
-            client.set_enabled(proxy, False)
-            done.append(proxy)
-    except ProxyError as exc:
-        for proxy in done:  # all or nothing: a half-cut dependency is not what the file asked for
-            try:
-                client.set_enabled(proxy, True)
-            except ProxyError:
-                pass
-        raise FaultInjectionError(f"could not cut off {fault.service}: {exc.message}", hint=exc.hint) from exc
-
-    def revert() -> None:
-        for proxy in proxies:
-            client.set_enabled(proxy, True)
-
-    return AppliedFault(phase, fault.type, fault.service, f"{fault.service} unreachable ({', '.join(edges)} down)",
-                        _spec(fault), time.time(), revert_action=revert,
-                        undo_record={"proxy_url": client.url, "proxies": proxies, "enable": True})
 
 
 def memory_pressure(fault: DeviceMemoryPressureFault, phase: str, log_dir: Path,
@@ -141,5 +160,5 @@ def memory_pressure(fault: DeviceMemoryPressureFault, phase: str, log_dir: Path,
                                   hint=f"see {log_path}")
     where = f"GPU memory ({held['device']})" if held["device"] != "host" else "host memory (no CUDA device)"
     return AppliedFault(phase, fault.type, fault.service,
-                        f"{fault.service}: co-tenant holds {held['mb']} MiB of {where}", _spec(fault), time.time(),
+                        f"{fault.service}: co-tenant holds {held['mb']} MiB of {where}", _spec(fault), clock.now(),
                         revert_action=stop, detail={"device": held["device"], "mb": held["mb"]})

@@ -17,9 +17,9 @@ from aichaos.errors import LoadError
 from aichaos.experiment.model import Load, RequestSpec
 from aichaos.interrupts import deferred
 from aichaos.load.schedule import Plan
+from aichaos.logtail import tail
 from aichaos.metrics.samples import Bucket, SampleStore
-from aichaos.runtime.logs import tail
-from aichaos.runtime.ports import free_port
+from aichaos.ports import free_port
 
 log = logging.getLogger(__name__)
 

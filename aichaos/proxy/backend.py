@@ -4,9 +4,9 @@
 2. ``toxiproxy-server`` found on PATH, started on a free loopback port;
 3. the builtin server (``aichaos proxy serve``), started as a child process.
 
-Under the docker runtime, 2 and 3 are containers instead (``aichaos.proxy.container``): the
-``ghcr.io/shopify/toxiproxy`` image when it is here or can be pulled, else the builtin server in an
-image of its own. The journal records which one served and its version.
+A runtime may serve the proxy its own way instead (the docker runtime starts it in a container on
+the run's network, ``aichaos.runtime.docker_proxy``): it hands over how to watch and stop it. The
+journal records which one served and its version.
 """
 
 from __future__ import annotations
@@ -18,18 +18,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from aichaos.errors import ProxyError
 from aichaos.interrupts import deferred
+from aichaos.logtail import tail
+from aichaos.ports import free_port
 from aichaos.proxy.client import ToxiproxyClient
-from aichaos.runtime.logs import tail
-from aichaos.runtime.ports import free_port
-
-if TYPE_CHECKING:
-    from aichaos.runtime.docker import DockerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +39,17 @@ class ProxyBackend:
     url: str
     version: str = ""
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
-    container: Any = field(default=None, repr=False)  # the proxy's container under the docker runtime
     log_path: Path | None = None
+    # a proxy that a runtime serves its own way (a container): how to watch it and how to stop it
+    watch: Callable[[], bool] | None = field(default=None, repr=False)
+    stopper: Callable[[], list[str]] | None = field(default=None, repr=False)
 
     def alive(self) -> bool:
         """False once a proxy this run started has died (one at a URL is not watched)."""
         if self.process is not None:
             return self.process.poll() is None
-        if self.container is not None:
-            from aichaos.proxy.container import container_alive
-
-            return container_alive(self.container)
+        if self.watch is not None:
+            return self.watch()
         return True
 
     @property
@@ -65,10 +62,8 @@ class ProxyBackend:
 
     def close(self) -> list[str]:
         """Stop the proxy this run started; returns what could not be stopped."""
-        if self.container is not None:
-            from aichaos.proxy.container import stop_proxy_container
-
-            return stop_proxy_container(self.container, self.log_path or Path("/dev/null"))
+        if self.stopper is not None:
+            return self.stopper()
         if self.process is None or self.process.poll() is not None:
             return []
         self.process.send_signal(signal.SIGTERM)
@@ -83,7 +78,7 @@ class ProxyBackend:
         return []
 
 
-def _wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: Path, timeout: float) -> str:
+def wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: Path, timeout: float) -> str:
     client = ToxiproxyClient(url, timeout=1.0)
     deadline = time.monotonic() + timeout
     last: Exception | None = None
@@ -97,7 +92,6 @@ def _wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: P
             time.sleep(0.05)
     raise ProxyError(f"the fault proxy at {url} did not come up within {timeout:g}s ({last})\n{tail(log_path)}",
                      hint=f"see {log_path}")
-
 
 
 def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 20.0,
@@ -130,26 +124,9 @@ def start_proxy_backend(run_dir: Path, url: str | None = None, timeout: float = 
                                            start_new_session=True, env={**os.environ, "NO_COLOR": "1"})
             except OSError as exc:
                 raise ProxyError(f"cannot start the fault proxy ({argv[0]}): {exc}") from exc
-        version = _wait_for_api(backend_url, process, log_path, timeout)
+        version = wait_for_api(backend_url, process, log_path, timeout)
     except BaseException:  # not up, or interrupted while coming up: it must not outlive us
         if process is not None:
             ProxyBackend(kind, backend_url, process=process).close()
         raise
     return ProxyBackend(kind, backend_url, version, process)
-
-
-def start_proxy_container_backend(run_dir: Path, runtime: DockerRuntime, build_args: dict[str, str],
-                                  timeout: float = 30.0) -> ProxyBackend:
-    """The docker runtime's fault proxy: a container on the runtime's network (see
-    ``aichaos.proxy.container``)."""
-    from aichaos.proxy.container import start_proxy_container
-
-    log_path = run_dir / "logs" / "proxy.log"
-    kind, url, container = start_proxy_container(runtime, build_args, log_path)
-    backend = ProxyBackend(kind, url, container=container, log_path=log_path)
-    try:
-        backend.version = _wait_for_api(url, None, log_path, timeout)
-    except BaseException:
-        backend.close()
-        raise
-    return backend

@@ -6,11 +6,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from aichaos.experiment.stack import Service, Stack
+from aichaos.ports import free_port
+from aichaos.proxy.backend import ProxyBackend
 from aichaos.proxy.client import ProxyInfo, ToxiproxyClient
-from aichaos.runtime.ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -27,9 +28,28 @@ class RunningService:
 
 
 class Runtime(Protocol):
+    """What a run needs of a runtime. Kinds of runtime are registered in ``aichaos.runtime.registry``."""
+
     name: str
     logs: dict[str, Path]
-    proxy_host: str  # the fault proxy's host as the services see it
+
+    @property
+    def proxy_host(self) -> str:
+        """The fault proxy's host as the services see it."""
+        ...
+
+    def prepare(self, report: Callable[[str], None]) -> dict[str, Any]:
+        """Make what the run needs before the fault proxy and the services (a network); returns facts
+        for the journal's environment."""
+        ...
+
+    def start_fault_proxy(self, url: str | None) -> ProxyBackend:
+        """The run's fault proxy: the server at ``url``, or one this runtime starts and stops."""
+        ...
+
+    def stack_facts(self) -> tuple[dict[str, Any], str]:
+        """Once the stack is up: facts for the journal's environment, and a note for the ready line."""
+        ...
 
     def proxy_listen_address(self) -> str:
         """host:port for a new listener of the fault proxy."""

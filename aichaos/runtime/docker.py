@@ -25,14 +25,17 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aichaos.errors import EnvironmentFailure, StackStartError
-from aichaos.experiment.stack import PROXY_ALIAS, Service
+from aichaos.errors import EnvironmentFailure, StackStartError, UsageError
+from aichaos.experiment.stack import PROXY_ALIAS, Service, Stack
+from aichaos.ports import free_port
+from aichaos.proxy.backend import ProxyBackend, start_proxy_backend
 from aichaos.runtime.base import RunningService, service_environment, substitute
-from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import wait_ready
+from aichaos.runtime.registry import RuntimeKind, RuntimeSetup
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +62,40 @@ def engine_answers() -> bool:
     except EnvironmentFailure:
         return False
     return True
+
+
+class DockerKind(RuntimeKind):
+    """Services in containers (docker SDK), images built from the stack's build contexts, every object
+    labelled with the run id."""
+
+    name = "docker"
+    summary = "containers"
+    capabilities = frozenset({"container_limits"})
+
+    def unsuitable(self, stack: Stack) -> str | None:
+        imageless = [n for n, s in stack.services.items() if s.image is None and s.build is None]
+        return f"{', '.join(imageless)} has no image or build" if imageless else None
+
+    def unavailable(self) -> str | None:
+        return None if engine_answers() else "no Docker engine answers"
+
+    def require(self) -> None:
+        engine()
+
+    def check(self, setup: RuntimeSetup) -> None:
+        if (setup.network or setup.stack.network) == "run" and setup.toxiproxy_url:
+            raise UsageError("a fault proxy at a URL cannot reach the services on the run's own docker network: "
+                             "use network: host in the stack file (or --network host) with toxiproxy_url")
+
+    def open(self, setup: RuntimeSetup) -> DockerRuntime:
+        return DockerRuntime(setup.run_id, setup.run_dir, setup.stack_dir, setup.build_args, setup.stack_name,
+                             network=setup.network or setup.stack.network)
+
+    def clean(self, run_id: str) -> list[str]:
+        try:
+            return remove_labelled(run_id)
+        except EnvironmentFailure as exc:
+            return [f"could not remove the run's containers: {exc.message}"]
 
 
 class DockerRuntime:
@@ -98,14 +135,31 @@ class DockerRuntime:
 
     def proxy_listen_address(self) -> str:
         """Inside the run's network the proxy container has its ports to itself: any will do. On
-        the host's network, one from aichaos.runtime.ports, like the services'."""
+        the host's network, one from aichaos.ports, like the services'."""
         return "0.0.0.0:0" if self.network_name else f"127.0.0.1:{free_port()}"
 
     def peer_address(self, name: str, port: int) -> str:
         return f"{name if self.network_name else '127.0.0.1'}:{port}"
 
-    def open_network(self) -> None:
+    def prepare(self, report: Callable[[str], None]) -> dict[str, Any]:
         """Make the run's network (``network: run``); nothing to do on the host's."""
+        self.open_network()
+        report(f"docker network {self.network_name}: services reach each other by name, ports are published "
+               "on 127.0.0.1" if self.network_name else "docker network: the host's")
+        return {"network": self.network_name or "host"}
+
+    def start_fault_proxy(self, url: str | None) -> ProxyBackend:
+        if url:
+            return start_proxy_backend(self.run_dir, url)
+        from aichaos.runtime.docker_proxy import start_proxy_container_backend
+
+        return start_proxy_container_backend(self.run_dir, self, self.build_args)
+
+    def stack_facts(self) -> tuple[dict[str, Any], str]:
+        return ({"image_build_s": round(self.build_seconds, 3)},
+                f" under docker (images built or checked in {self.build_seconds:.1f}s)")
+
+    def open_network(self) -> None:
         from docker.errors import APIError
 
         if self.network_name is None:

@@ -12,15 +12,19 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from aichaos.errors import StackStartError
 from aichaos.experiment.stack import Service
 from aichaos.interrupts import deferred
+from aichaos.logtail import tail
+from aichaos.ports import free_port
+from aichaos.proxy.backend import ProxyBackend, start_proxy_backend
 from aichaos.runtime.base import RunningService, service_environment, substitute
-from aichaos.runtime.logs import tail
-from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import wait_ready
+from aichaos.runtime.registry import RuntimeKind, RuntimeSetup
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,16 @@ def stop_process(process: subprocess.Popen[bytes], grace: float) -> bool:
     return True
 
 
+class LocalKind(RuntimeKind):
+    """Services as child processes on this machine: the embedded default, no Docker needed."""
+
+    name = "local"
+    summary = "local processes"
+
+    def open(self, setup: RuntimeSetup) -> LocalRuntime:
+        return LocalRuntime(setup.run_dir, setup.stack_dir)
+
+
 class LocalRuntime:
     name = "local"
     proxy_host = "127.0.0.1"  # everything on loopback
@@ -68,7 +82,16 @@ class LocalRuntime:
         return f"127.0.0.1:{port}"
 
     def proxy_listen_address(self) -> str:
-        return f"127.0.0.1:{free_port()}"  # not port 0: see aichaos.runtime.ports
+        return f"127.0.0.1:{free_port()}"  # not port 0: see aichaos.ports
+
+    def prepare(self, report: Callable[[str], None]) -> dict[str, Any]:
+        return {}  # processes share the host's network: nothing to make
+
+    def start_fault_proxy(self, url: str | None) -> ProxyBackend:
+        return start_proxy_backend(self.run_dir, url)
+
+    def stack_facts(self) -> tuple[dict[str, Any], str]:
+        return {}, ""
 
     def close_network(self) -> list[str]:
         return []  # processes share the host's network: nothing was made

@@ -34,7 +34,7 @@ class RunState:
     faults: list[dict[str, Any]] = field(default_factory=list)  # undo records of applied faults
     kept: bool = False  # the run ended with --keep-stack: its stack is left running on purpose
     helpers: dict[str, int] = field(default_factory=dict)  # label -> pid of a fault's own process
-    runtime: str = "local"  # docker: containers labelled with run_id are the run's
+    runtime: str = "local"  # its kind cleans up what the state does not list (aichaos.runtime.registry)
     starts: dict[str, int] = field(default_factory=dict)  # pid -> start time, to tell a recycled pid
 
     def pids(self) -> dict[str, int]:

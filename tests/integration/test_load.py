@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from aichaos.runtime.ports import free_port
+from aichaos.ports import free_port
 from tests.conftest import ROOT
 from tests.integration.test_run import AICHAOS, assert_nothing_left, journal, run
 

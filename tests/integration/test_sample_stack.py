@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 
 from aichaos.experiment.loader import load_stack
+from aichaos.ports import free_port
 from aichaos.proxy.backend import start_proxy_backend
 from aichaos.runtime.base import StackHandle, bring_up
 from aichaos.runtime.local import LocalRuntime
-from aichaos.runtime.ports import free_port
 from aichaos.runtime.readiness import http_ok
 from tests.conftest import ROOT
 

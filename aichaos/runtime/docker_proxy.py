@@ -20,8 +20,9 @@ from typing import Any
 from aichaos import __version__
 from aichaos.errors import ProxyError
 from aichaos.experiment.stack import PROXY_ALIAS
+from aichaos.ports import free_port
+from aichaos.proxy.backend import ProxyBackend, wait_for_api
 from aichaos.runtime.docker import RUN_LABEL, SERVICE_LABEL, DockerRuntime
-from aichaos.runtime.ports import free_port
 
 TOXIPROXY_IMAGE = "ghcr.io/shopify/toxiproxy:latest"
 DOCKERFILE = """\
@@ -135,3 +136,18 @@ def container_alive(container: Any) -> bool:
     return bool(container.status == "running")
 
 
+
+
+def start_proxy_container_backend(run_dir: Path, runtime: DockerRuntime, build_args: dict[str, str],
+                                  timeout: float = 30.0) -> ProxyBackend:
+    """The docker runtime's fault proxy: a container on the runtime's network."""
+    log_path = run_dir / "logs" / "proxy.log"
+    kind, url, container = start_proxy_container(runtime, build_args, log_path)
+    backend = ProxyBackend(kind, url, log_path=log_path, watch=lambda: container_alive(container),
+                           stopper=lambda: stop_proxy_container(container, log_path))
+    try:
+        backend.version = wait_for_api(url, None, log_path, timeout)
+    except BaseException:
+        backend.close()
+        raise
+    return backend
