@@ -64,6 +64,7 @@ class RunOptions:
     seed: int | None = None
     build_args: dict[str, str] = field(default_factory=dict)  # docker build args (--build-arg)
     allow_external: bool = False  # container faults may touch containers the run did not start
+    runtime_kind: RuntimeKind | None = None  # this runtime, not one chosen by name (the fake, in tests)
 
 
 def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path]:
@@ -92,7 +93,8 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
     report(f"run {run_id}: {experiment.name} (run directory {run_dir})")
     with signals_raise() as sig:
         try:
-            kind = choose_runtime(options.runtime or experiment.runtime, loaded.stack, report)
+            kind = options.runtime_kind or choose_runtime(options.runtime or experiment.runtime, loaded.stack,
+                                                          report)
             setup = RuntimeSetup(run_id, run_dir, loaded.stack, loaded.stack_path.parent, loaded.stack_path.stem,
                                  dict(options.build_args), options.network,
                                  options.toxiproxy_url or experiment.toxiproxy_url)

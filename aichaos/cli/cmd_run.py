@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from aichaos.runtime.registry import RUNTIME_CHOICES  # a table of names: imports no runtime
+
 
 def run(
     file: Path = typer.Argument(..., help="The experiment file.", show_default=False),
@@ -11,7 +13,7 @@ def run(
     runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are created."),
     run_dir: Path | None = typer.Option(None, help="Use exactly this run directory."),
     toxiproxy_url: str | None = typer.Option(None, help="Use the Toxiproxy server at this URL."),
-    runtime: str | None = typer.Option(None, help="Override the experiment's runtime: auto, local, docker."),
+    runtime: str | None = typer.Option(None, help=f"Override the experiment's runtime: {', '.join(RUNTIME_CHOICES)}."),
     network: str | None = typer.Option(None, help="Docker runtime: 'run' (a network of the run's own) or 'host'; "
                                                   "overrides the stack file's network."),
     keep_stack: bool = typer.Option(False, "--keep-stack", help="Leave the stack running after the run."),
@@ -34,8 +36,8 @@ def run(
     from aichaos.runtime.cleanup import stale_runs
 
     term = Terminal()
-    if runtime is not None and runtime not in ("auto", "local", "docker"):
-        term.error(f"--runtime must be auto, local or docker, not {runtime!r}")
+    if runtime is not None and runtime not in RUNTIME_CHOICES:
+        term.error(f"--runtime must be {', '.join(RUNTIME_CHOICES[:-1])} or {RUNTIME_CHOICES[-1]}, not {runtime!r}")
         raise typer.Exit(ExitCode.INVALID)
     if network is not None and network not in ("run", "host"):
         term.error(f"--network must be run or host, not {network!r}")
