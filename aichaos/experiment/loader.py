@@ -6,6 +6,7 @@ checked exactly like the file (their errors name the override, not a file line).
 
 from __future__ import annotations
 
+import copy
 import difflib
 import types
 import typing
@@ -121,7 +122,8 @@ def _in_user_words(err: ErrorDetails, expected: Any) -> str:
         "int_type": f"expected an integer, got {got}",
         "int_parsing": f"expected an integer, got {got}",
         "int_from_float": f"expected an integer, got {value!r}",
-        "float_type": f"expected a number, got {got}",
+        "float_type": (f"the number is too large (about {int(value.bit_length() * 0.30103) + 1} digits)"
+                       if isinstance(value, int) else f"expected a number, got {got}"),
         "float_parsing": f"expected a number, got {got}",
         "finite_number": "expected a finite number",
         "string_type": f"expected text, got {got}",
@@ -276,13 +278,30 @@ def _validate(located: Located, model: type[BaseModel], overridden: dict[KeyPath
     return validated
 
 
-def _blamed(problem: Problem, overridden: dict[KeyPath, str]) -> Problem:
-    """The problem named after the ``--set`` that wrote its key, if one did."""
+def _blamed(problem: Problem, overridden: dict[KeyPath, str], *, above: bool = False) -> Problem:
+    """The problem named after the ``--set`` that wrote its key, if one did; with ``above``, also
+    after one that wrote a key below it, else after the first."""
     for prefix, origin in overridden.items():
         where = format_path(prefix)
         if problem.key == where or problem.key.startswith((f"{where}.", f"{where}[")):
             return Problem(origin, None, problem.key, problem.message)
+    if above and overridden:
+        below = [origin for prefix, origin in overridden.items()
+                 if not problem.key or format_path(prefix).startswith((f"{problem.key}.", f"{problem.key}["))]
+        return Problem((below or list(overridden.values()))[0], None, problem.key, problem.message)
     return problem
+
+
+def _attributed(problems: list[Problem], original: Located, overridden: dict[KeyPath, str]) -> list[Problem]:
+    """A problem the file does not have without the overrides is theirs, even where it is reported
+    at a key above the one they set (a mapping whose values no longer fit together)."""
+    try:
+        _validate(original, Experiment)
+        own: set[tuple[str, str]] = set()
+    except ExperimentError as exc:
+        own = {(p.key, p.message) for p in exc.problems}
+    return [p if p.file != original.file or (p.key, p.message) in own else _blamed(p, overridden, above=True)
+            for p in problems]
 
 
 def load_stack(path: Path) -> Stack:
@@ -295,13 +314,19 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Loa
     """Load and validate an experiment and its stack, checking that every reference resolves."""
     path = Path(path)
     located = load_yaml(path)
+    original = Located(located.file, copy.deepcopy(located.data), located.lines) if overrides else located
     overridden: dict[KeyPath, str] = {}
     for text in overrides or []:
         key, value = parse_override(text)
         if isinstance(located.data, dict):
             key = apply_override(located.data, key, value, text)
         overridden[key] = f"--set {text}"
-    experiment: Experiment = _validate(located, Experiment, overridden)
+    try:
+        experiment: Experiment = _validate(located, Experiment, overridden)
+    except ExperimentError as exc:
+        if not overridden:
+            raise
+        raise ExperimentError(_attributed(exc.problems, original, overridden)) from None
 
     stack_path = (path.parent / experiment.stack).resolve()
     stack_line = located.line_of(("stack",))

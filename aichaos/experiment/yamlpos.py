@@ -173,6 +173,8 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], file: 
         raise ExperimentError([Problem(file, node.start_mark.line + 1, format_path(path), str(exc))]) from exc
     except Exception as exc:  # PyYAML's own constructors fail this way, e.g. on !!timestamp 2024-99-99
         why = f": {exc}" if isinstance(exc, ValueError) else ""
+        if "integer string conversion" in why:  # Python's digit limit, whose advice is for programmers
+            why = ": the number has too many digits"
         raise ExperimentError([Problem(file, node.start_mark.line + 1, format_path(path),
                                        f"cannot read {_brief(str(node.value))} as !!{node.tag.rsplit(':', 1)[-1]}"
                                        f"{why}")]) from exc
