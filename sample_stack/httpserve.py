@@ -11,12 +11,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MAX_BODY = 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 1024
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up before its answer is written (a load generator stopping, a timeout
+        under a fault) is routine here: one debug line, not a traceback on stderr per request."""
+        if isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):  # broken pipe, reset, aborted
+            log.debug("client %s:%s hung up before its answer", *client_address[:2])
+            return
+        super().handle_error(request, client_address)
 
 
 class JsonHandler(BaseHTTPRequestHandler):
