@@ -318,3 +318,23 @@ def test_hostile_files_stay_within_time_and_memory(tmp_path):
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert {line.split(":")[1].strip() for line in errors} >= set(paths), result.stderr
     assert all(line.split(":")[2].isdigit() for line in errors), result.stderr
+
+
+def test_a_file_that_crashes_the_loader_costs_no_other_file_its_verdict(files, write, monkeypatch):
+    import aichaos.experiment.loader as loader
+
+    good = files(EXPERIMENT)
+    cursed = write("cursed.yaml", EXPERIMENT)
+    real = loader.load_experiment
+
+    def load(path, overrides=None):
+        if str(path) == str(cursed):
+            raise RecursionError("maximum recursion depth exceeded")
+        return real(path, overrides)
+
+    monkeypatch.setattr(loader, "load_experiment", load)
+    result = runner.invoke(app, ["validate", str(cursed), str(good)])
+    assert result.exit_code == 2
+    assert f"ok {good}" in result.output
+    assert f"{cursed}: could not be checked (RecursionError" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
