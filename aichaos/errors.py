@@ -11,7 +11,8 @@ a message that says what failed, and, where it helps, a hint saying what to chec
     │   ├── ProxyError                        the fault proxy did not answer or refused a call
     │   ├── FaultInjectionError               a fault could not be applied
     │   ├── FaultRevertError                  a fault could not be reverted
-    │   └── LoadError                         the load generator failed
+    │   ├── LoadError                         the load generator failed
+    │   └── BaselineNotSteady                 the baseline did not hold: no fault was injected
     └── Interrupted                   exit 130  SIGINT / SIGTERM
 
 Third-party exceptions are translated at the boundary (``raise ProxyError(...) from exc``), so a
@@ -92,6 +93,10 @@ class FaultRevertError(EnvironmentFailure):
 
 class LoadError(EnvironmentFailure):
     pass
+
+
+class BaselineNotSteady(EnvironmentFailure):
+    """The system was not steady before the method: the experiment cannot be conducted."""
 
 
 class Interrupted(AichaosError):

@@ -15,6 +15,6 @@ def render_summary(term: Terminal, journal: Journal) -> None:
         "info": term.info, "success": term.success, "warning": term.warning, "error": term.error}
     for block in summary(journal):
         if isinstance(block, Table):
-            term.out.print(rich_table(block))
+            term.print_table(rich_table(block))
         else:
             printers[block.level](block.text)

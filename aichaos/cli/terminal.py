@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -17,6 +19,22 @@ class Terminal:
         self.out = Console(no_color=no_color, highlight=False, soft_wrap=True)
         if not self.out.is_terminal:  # logs and CI: wide enough that tables do not fold every cell
             self.out.width = max(self.out.width, 140)
+        self.stdout_closed = False
+
+    def _to_stdout(self, write: Callable[[], None]) -> None:
+        """Write data to stdout; a reader that went away (``aichaos run x.yaml | head``) ends the data,
+        not the run: the journal, the teardown and the exit code do not depend on stdout."""
+        if self.stdout_closed:
+            return
+        try:
+            write()
+        except BrokenPipeError:
+            self.stdout_closed = True
+            # later writes and the interpreter's own flush at exit must not fail on it again
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, self.out.file.fileno())
+                os.close(devnull)
 
     def info(self, text: str) -> None:
         self.err.print(escape(text))
@@ -31,12 +49,19 @@ class Terminal:
         self.err.print(f"[bold red]error:[/bold red] {escape(text)}")
 
     def data(self, text: str) -> None:
-        self.out.print(escape(text), soft_wrap=True)
+        self._to_stdout(lambda: self.out.print(escape(text), soft_wrap=True))
 
     def raw(self, text: str) -> None:
         """Exact text to stdout (JSON, YAML): no markup, no wrapping."""
-        self.out.file.write(text if text.endswith("\n") else text + "\n")
-        self.out.file.flush()
+
+        def write() -> None:
+            self.out.file.write(text if text.endswith("\n") else text + "\n")
+            self.out.file.flush()
+
+        self._to_stdout(write)
+
+    def print_table(self, table: Table) -> None:
+        self._to_stdout(lambda: self.out.print(table))
 
     def table(self, title: str, headers: list[str], rows: list[list[str]],
               styles: dict[str, str] | None = None) -> None:
@@ -49,4 +74,4 @@ class Terminal:
                 style = (styles or {}).get(cell)
                 cells.append(f"[{style}]{escape(cell)}[/{style}]" if style else escape(cell))
             table.add_row(*cells)
-        self.out.print(table)
+        self._to_stdout(lambda: self.out.print(table))

@@ -197,6 +197,9 @@ SERVICE_METRICS_DOC = ("scraped service metrics: {service: {metric: bound}}; a m
                        'optionally with labels, e.g. model_queue_depth or model_requests_total{status="503"}')
 
 
+DEFAULT_ERROR_RATE = 0.01  # the error-rate bound of an SLO that names none
+
+
 class Slo(Strict):
     p50_ms: Bound | None = None
     p95_ms: Bound | None = None
@@ -219,11 +222,25 @@ class Slo(Strict):
                     for selector, bound in series.items()})
         return out
 
+    def judged_bounds(self) -> dict[str, Bound]:
+        """The bounds a window is judged by: the declared ones, and ``error_rate`` at most
+        ``DEFAULT_ERROR_RATE`` when the SLO names no error rate (so an outage never passes by
+        omission; ``error_rate: {max: 1.0}`` opts out knowingly)."""
+        out = self.bounds()
+        out.setdefault("error_rate", Bound(max=DEFAULT_ERROR_RATE))
+        return out
+
+    @property
+    def error_rate_is_default(self) -> bool:
+        return self.error_rate is None
+
 
 class SteadyState(Strict):
     window: Duration = Field(5.0, description="length of the rolling window (steps 1 s)")
-    min_requests: int = Field(5, ge=1, le=1_000_000,
-                              description="a window with fewer requests is 'unknown', not healthy")
+    min_requests: int = Field(20, ge=1, le=1_000_000,
+                              description="a window with fewer requests is 'unknown', not healthy; a latency "
+                                          "percentile of fewer successful requests is insufficient data (the p95 "
+                                          "of fewer than 20 is their maximum)")
     warmup: Duration = Field(2.0, description="seconds at the start of the baseline that are discarded")
     slo: Slo
 

@@ -13,6 +13,13 @@ Both have 1 s resolution: an event counts from the start of the second it happen
 applied and reverted on whole-second phase boundaries, a few ms late for the API call, and those
 few ms must not read as a second of detection or recovery).
 - Degradation: the fault phase's metrics against the baseline's, as ratio and delta.
+
+Latency percentiles are of the requests that succeeded, and only of at least ``min_samples`` of them
+(``steady_state.min_requests``, 20 by default): below that a percentile is *insufficient data*
+(None), never a value, whether 0 or 1 request survived, since the p95 of fewer than 20 requests is
+their maximum and the p99 of one request is that request. Failed requests are judged by the error
+rate instead, and every SLO judges it: one that names no error rate gets ``DEFAULT_ERROR_RATE``
+(``Slo.judged_bounds``), so a fault that fails most requests fast can never read as healthy.
 """
 
 from __future__ import annotations
@@ -52,6 +59,9 @@ class WindowStatus(StrEnum):
     UNKNOWN = "unknown"
 
 
+DEFAULT_MIN_SAMPLES = 20
+
+
 @dataclass(frozen=True)
 class Metrics:
     count: int
@@ -63,6 +73,17 @@ class Metrics:
     p99_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
     scraped: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # key -> (lowest, highest)
+    ok_count: int | None = None  # requests that succeeded: the latency percentiles' samples
+    min_samples: int = 1  # percentiles of fewer successful requests are insufficient data (None)
+
+    @property
+    def latency_samples(self) -> int:
+        return self.count - sum(self.errors.values()) if self.ok_count is None else self.ok_count
+
+    @property
+    def insufficient(self) -> bool:
+        """Too few successful requests for a latency percentile."""
+        return self.latency_samples < self.min_samples
 
     def get(self, metric: str) -> float | None:
         """The metric's value; for a scraped gauge, its highest value in the window."""
@@ -84,6 +105,8 @@ class Metrics:
             "count": self.count, "seconds": self.seconds, "rps": round(self.rps, 3),
             "error_rate": round(self.error_rate, 6), "p50_ms": _r(self.p50_ms), "p95_ms": _r(self.p95_ms),
             "p99_ms": _r(self.p99_ms), "errors": self.errors}
+        if self.ok_count is not None:  # (journals before version 3's minimum-sample rule have neither)
+            out.update(ok_count=self.ok_count, min_samples=self.min_samples)
         if self.scraped:
             out["scraped"] = {k: None if v is None else {"min": _r(v[0]), "max": _r(v[1])}
                               for k, v in self.scraped.items()}
@@ -95,7 +118,8 @@ class Metrics:
         return cls(count=data["count"], seconds=data["seconds"], rps=data["rps"], error_rate=data["error_rate"],
                    p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"], errors=dict(data["errors"]),
                    scraped={k: None if v is None else (v["min"], v["max"])
-                            for k, v in data.get("scraped", {}).items()})
+                            for k, v in data.get("scraped", {}).items()},
+                   ok_count=data.get("ok_count"), min_samples=data.get("min_samples", 1))
 
 
 def _r(value: float | None) -> float | None:
@@ -103,8 +127,9 @@ def _r(value: float | None) -> float | None:
 
 
 def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int, scrapes: ScrapeStore | None = None,
-               queries: Queries | None = None) -> Metrics:
-    """Metrics of the requests started in seconds [start, end), and of the scraped ``queries``."""
+               queries: Queries | None = None, min_samples: int = DEFAULT_MIN_SAMPLES) -> Metrics:
+    """Metrics of the requests started in seconds [start, end), and of the scraped ``queries``;
+    latency percentiles only from at least ``min_samples`` successful requests."""
     seconds = max(0, end - start)
     scraped: dict[str, tuple[float, float] | None] = {}
     if queries:
@@ -112,16 +137,20 @@ def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int, scrapes: Scr
             scraped[key] = None if scrapes is None else window_value(scrapes, service, query, start, end)
     merged = merge_buckets([buckets[s] for s in range(start, end) if s in buckets])
     errors = merged.error_count
+    ok = sum(merged.hist.values())
+    enough = ok >= max(1, min_samples)
     return Metrics(
         count=merged.count,
         seconds=seconds,
         rps=merged.count / seconds if seconds else 0.0,
         error_rate=errors / merged.count if merged.count else 0.0,
-        p50_ms=percentile(merged.hist, 50),
-        p95_ms=percentile(merged.hist, 95),
-        p99_ms=percentile(merged.hist, 99),
+        p50_ms=percentile(merged.hist, 50) if enough else None,
+        p95_ms=percentile(merged.hist, 95) if enough else None,
+        p99_ms=percentile(merged.hist, 99) if enough else None,
         errors=dict(merged.errors),
         scraped=scraped,
+        ok_count=ok,
+        min_samples=max(1, min_samples),
     )
 
 
@@ -142,11 +171,12 @@ def limit_of(bound: Bound, baseline: float | None) -> tuple[float | None, float 
 def slo_holds(metrics: Metrics, slo: Slo, baseline: Metrics | None) -> tuple[bool, list[str]]:
     """Whether every SLO holds; the list names each one that does not."""
     broken: list[str] = []
-    for metric, bound in slo.bounds().items():
+    for metric, bound in slo.judged_bounds().items():
         value, low = metrics.get(metric), metrics.lowest(metric)
         upper, lower = limit_of(bound, baseline.get(metric) if baseline else None)
         if value is None or low is None:
-            # no successful request at all (latency cannot hold), or no scrape of a service metric
+            # too few successful requests for a percentile (latency cannot be shown to hold), or no
+            # scrape of a service metric
             broken.append(f"{metric}=n/a")
             continue
         if upper is not None and value > upper:
@@ -185,7 +215,7 @@ def windows(buckets: Mapping[int, Bucket], start: int, end: int, width: int, min
     """Every full window starting in [start, end - width]."""
     out: list[Window] = []
     for s in range(start, end - width + 1):
-        m = metrics_of(buckets, s, s + width, scrapes, queries)
+        m = metrics_of(buckets, s, s + width, scrapes, queries, min_requests)
         if m.count < min_requests:
             out.append(Window(s, s + width, WindowStatus.UNKNOWN, m))
             continue
@@ -258,7 +288,7 @@ def degradation(baseline: Metrics, fault: Metrics) -> dict[str, Change]:
 def error_budget_spent(metrics: Metrics, slo: Slo) -> float | None:
     """Errors against the errors the SLO allows for as many requests: 1.0 is the whole budget.
     None without an absolute error-rate limit (or with one of 0, which allows no budget to spend)."""
-    bound = slo.error_rate
+    bound = slo.error_rate  # the declared budget: a default bound judges windows, it grants no budget
     if bound is None or not bound.max or metrics.count == 0:
         return None
     return metrics.error_rate / bound.max

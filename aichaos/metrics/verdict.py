@@ -76,17 +76,27 @@ class FaultResult:
     time_to_detect_s: float | None
     time_to_recover_s: float | None
     degradation: dict[str, Change]
+    # False when no window was violated from the fault's start to the run's end: there was nothing
+    # to recover from, and time to recover is "not degraded" rather than 0 s
+    degraded: bool | None = None  # None: a journal from before this was recorded
+    revert_s: float | None = None  # how long the revert itself took (a restart, a readiness wait)
 
     def to_json(self) -> dict[str, Any]:
-        return {"phase": self.phase, "faults": self.faults, "start": self.start, "revert": self.revert,
-                "time_to_detect_s": self.time_to_detect_s, "time_to_recover_s": self.time_to_recover_s,
-                "degradation": {k: v.to_json() for k, v in self.degradation.items()}}
+        out = {"phase": self.phase, "faults": self.faults, "start": self.start, "revert": self.revert,
+               "time_to_detect_s": self.time_to_detect_s, "time_to_recover_s": self.time_to_recover_s,
+               "degradation": {k: v.to_json() for k, v in self.degradation.items()}}
+        if self.degraded is not None:
+            out["degraded"] = self.degraded
+        if self.revert_s is not None:
+            out["revert_s"] = self.revert_s
+        return out
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FaultResult:
         return cls(phase=data["phase"], faults=list(data["faults"]), start=data["start"], revert=data["revert"],
                    time_to_detect_s=data["time_to_detect_s"], time_to_recover_s=data["time_to_recover_s"],
-                   degradation={k: Change.from_json(v) for k, v in data["degradation"].items()})
+                   degradation={k: Change.from_json(v) for k, v in data["degradation"].items()},
+                   degraded=data.get("degraded"), revert_s=data.get("revert_s"))
 
 
 # ---------------------------------------------------------------- while the run goes
@@ -100,7 +110,7 @@ def stop_condition(experiment: Experiment, buckets: Mapping[int, Bucket], end: i
     for condition in experiment.stop_when:
         for metric, threshold in condition.conditions().items():
             width = max(1, round(threshold.for_))
-            m = metrics_of(buckets, end - width, end, scrapes, queries)
+            m = metrics_of(buckets, end - width, end, scrapes, queries, experiment.steady_state.min_requests)
             if "/" not in metric and m.count < experiment.steady_state.min_requests:
                 continue
             if threshold.above is not None:
@@ -112,6 +122,37 @@ def stop_condition(experiment: Experiment, buckets: Mapping[int, Bucket], end: i
                 if value is not None and value < threshold.below:
                     return f"{metric} = {value:.4g} below {threshold.below:g} for {width}s"
     return None
+
+
+def baseline_problem(experiment: Experiment, buckets: Mapping[int, Bucket], start: int, end: int,
+                     scrapes: ScrapeStore | None = None) -> str | None:
+    """Why the baseline in the complete seconds [start, end) is not steady, or None when it is.
+
+    Steady state before the method (Chaos Toolkit's hypothesis check): the baseline must have a
+    steady window (when it is long enough to hold one) and an error rate within the SLO's bound,
+    the default one included. Said with the baseline's figures."""
+    steady = experiment.steady_state
+    queries = queries_of(experiment)
+    base = metrics_of(buckets, start, end, scrapes, queries, steady.min_requests)
+    wins = windows(buckets, start, end, int(steady.window), steady.min_requests, steady.slo, base, scrapes, queries)
+    problems = []
+    if wins and not any(w.status is WindowStatus.STEADY for w in wins):
+        violated = [w for w in wins if w.status is WindowStatus.VIOLATED]
+        what = f"none of its {len(wins)} windows was steady"
+        if violated:
+            what += f" (first broken: {', '.join(violated[0].broken)})"
+        else:
+            what += f" (each had fewer than {steady.min_requests} requests)"
+        problems.append(what)
+    bound = steady.slo.judged_bounds()["error_rate"].max
+    if bound is not None and base.count >= steady.min_requests and base.error_rate > bound:
+        errors = ", ".join(f"{kind} {n}" for kind, n in sorted(base.errors.items(), key=lambda kv: -kv[1]))
+        problems.append(f"its error rate was {base.error_rate:.2%}, over the bound of {bound:.2%} ({errors})")
+    if not problems:
+        return None
+    p95 = "insufficient data" if base.p95_ms is None else f"{base.p95_ms:.1f} ms"
+    return (f"the baseline was not steady: {'; '.join(problems)}; {base.count} requests at {base.rps:.1f}/s, "
+            f"p95 {p95}")
 
 
 # ---------------------------------------------------------------- after it
@@ -170,14 +211,15 @@ def analyse_run(experiment: Experiment, t0: float, phases: Sequence[PhaseTimes],
     width = int(steady.window)
     analysis_start = int(t0 + steady.warmup)
     queries = queries_of(experiment)
-    baseline = metrics_of(buckets, analysis_start, int(phases[0].end), scrapes, queries)
+    minimum = steady.min_requests
+    baseline = metrics_of(buckets, analysis_start, int(phases[0].end), scrapes, queries, minimum)
     measured: list[tuple[Metrics, float | None, float | None, dict[str, float | None]]] = []
     for index in range(len(phases)):
         start, end = phase_span(phases, index, analysis_start)
         seconds_offered = [offered[s] for s in range(start, end) if s in offered]
         seconds_users = [users[s] for s in range(start, end) if s in users]
         measured.append((
-            metrics_of(buckets, start, end, scrapes, queries),
+            metrics_of(buckets, start, end, scrapes, queries, minimum),
             sum(seconds_offered) / len(seconds_offered)
             if seconds_offered and len(seconds_offered) == end - start else None,
             sum(seconds_users) / len(seconds_users) if seconds_users else None,
@@ -197,27 +239,37 @@ def analyse_run(experiment: Experiment, t0: float, phases: Sequence[PhaseTimes],
     results = fault_results(phases, [p.metrics for p in analysed], faults, wins, baseline, width)
     return RunAnalysis(
         analysis_start=analysis_start, baseline=baseline, phases=analysed,
-        error_budget_spent=error_budget_spent(metrics_of(buckets, analysis_start, run_end), steady.slo),
+        error_budget_spent=error_budget_spent(metrics_of(buckets, analysis_start, run_end, min_samples=minimum),
+                                              steady.slo),
         windows=wins, fault_results=results,
-        gates=gate_results(experiment, phases[0], wins, results, stop))
+        gates=gate_results(experiment, phases[0], wins, results, stop,
+                           {p.name: a.metrics for p, a in zip(phases, analysed, strict=True)}, baseline))
 
 
 def fault_results(phases: Sequence[PhaseTimes], metrics: Sequence[Metrics], faults: Sequence[Mapping[str, Any]],
                   wins: list[Window], baseline: Metrics, width: int) -> list[FaultResult]:
-    """Time to detect, time to recover and degradation of every phase that applied faults: from the
-    first fault's start, and from the last revert (or the phase's end for one never reverted)."""
+    """Time to detect, time to recover and degradation of every phase that applied faults.
+
+    Detection counts from the first fault's start. Recovery counts from the end of the fault phase,
+    the moment the revert begins, whatever the revert then does (a restart and its readiness wait,
+    an unpause): errors while a killed service comes back are part of the recovery, not hidden
+    before it. A fault phase after which no window was ever violated is "not degraded"."""
     out = []
     for phase, phase_metrics in zip(phases, metrics, strict=True):
         applied = [f for f in faults if f["phase"] == phase.name]
         if not applied:
             continue
         start = min(f["applied_at"] for f in applied)
-        revert = max((f["reverted_at"] or phase.end) for f in applied)
+        revert = phase.end
+        reverted = [f["reverted_at"] for f in applied if f.get("reverted_at") is not None]
+        revert_s = round(max(reverted) - revert, 3) if reverted and len(reverted) == len(applied) else None
+        degraded = any(w.status is WindowStatus.VIOLATED and w.end > int(start) for w in wins)
         out.append(FaultResult(
             phase=phase.name, faults=[f["description"] for f in applied], start=start, revert=revert,
             time_to_detect_s=time_to_detect(wins, start, revert),
-            time_to_recover_s=time_to_recover(wins, revert, width),
-            degradation=degradation(baseline, phase_metrics)))
+            time_to_recover_s=time_to_recover(wins, revert, width) if degraded else None,
+            degradation=degradation(baseline, phase_metrics), degraded=degraded,
+            revert_s=None if revert_s is None else max(0.0, revert_s)))
     return out
 
 
@@ -225,9 +277,29 @@ def _fmt_s(value: float | None) -> str:
     return "not reached" if value is None else f"{value:.1f}s"
 
 
+def _no_value(metric: str, change: Change, fault: Metrics | None, baseline: Metrics | None) -> str:
+    """Why a degradation has no value: which side had too few successful requests, or no data."""
+    reasons = []
+    for side, value, metrics in (("baseline", change.baseline, baseline), ("fault phase", change.fault, fault)):
+        if value is not None:
+            continue
+        if metrics is not None and metric.endswith("_ms") and metrics.insufficient:
+            reasons.append(f"insufficient data in the {side}: {metrics.latency_samples} successful of "
+                           f"{metrics.count} requests, a percentile needs {metrics.min_samples}")
+        else:
+            reasons.append(f"no data in the {side}")
+    return "; ".join(reasons) or "no data to compare"
+
+
 def gate_results(experiment: Experiment, baseline_phase: PhaseTimes | None, wins: Sequence[Window],
-                 results: Sequence[FaultResult], stop: str | None) -> list[GateResult]:
-    """Every gate the experiment names, evaluated; a fired stop condition is a failed gate too."""
+                 results: Sequence[FaultResult], stop: str | None,
+                 phase_metrics: Mapping[str, Metrics] | None = None,
+                 baseline_metrics: Metrics | None = None) -> list[GateResult]:
+    """Every gate the experiment names, evaluated; a fired stop condition is a failed gate too.
+
+    A degradation without a value (too few successful requests for a percentile on either side, or
+    no data) fails, and says why; so it does whether 0 or 1 request survived the fault."""
+    phase_metrics = phase_metrics or {}
     gates = experiment.gates
     out: list[GateResult] = []
     if gates.baseline_steady and baseline_phase is not None:
@@ -242,9 +314,14 @@ def gate_results(experiment: Experiment, baseline_phase: PhaseTimes | None, wins
     for result in results:
         if gates.recovery_time is not None:
             ttr = result.time_to_recover_s
-            out.append(GateResult("recovery_time", ttr is not None and ttr <= gates.recovery_time.max,
-                                  _fmt_s(ttr), f"<= {gates.recovery_time.max:g}s", result.phase,
-                                  "" if ttr is not None else "steady state did not return before the run ended"))
+            within = f"<= {gates.recovery_time.max:g}s"
+            if result.degraded is False:
+                out.append(GateResult("recovery_time", True, "not degraded", within, result.phase,
+                                      "no window was violated from the fault on: nothing to recover from"))
+            else:
+                out.append(GateResult("recovery_time", ttr is not None and ttr <= gates.recovery_time.max,
+                                      _fmt_s(ttr), within, result.phase,
+                                      "" if ttr is not None else "steady state did not return before the run ended"))
         if gates.detect_time is not None:
             ttd = result.time_to_detect_s
             out.append(GateResult("detect_time", ttd is None or ttd <= gates.detect_time.max,
@@ -262,10 +339,12 @@ def gate_results(experiment: Experiment, baseline_phase: PhaseTimes | None, wins
                 if limit.max_delta is not None:
                     ok = ok and change.delta is not None and change.delta <= limit.max_delta
                     parts.append(f"delta <= {limit.max_delta:g}")
-                value = ("n/a" if change.ratio is None else f"x{change.ratio:.2f}") + \
+                value = ("insufficient data" if change.ratio is None else f"x{change.ratio:.2f}") + \
                     ("" if change.delta is None else f" ({change.delta:+.4g})")
                 out.append(GateResult(f"degradation.{metric}", ok, value, ", ".join(parts), result.phase,
-                                      "" if change.ratio is not None else "no data to compare"))
+                                      "" if change.ratio is not None else _no_value(metric, change, phase_metrics
+                                                                                    .get(result.phase),
+                                                                                    baseline_metrics)))
     if stop:
         out.append(GateResult("stop_when", False, stop, "no stop condition", "", "the run was aborted"))
     return out

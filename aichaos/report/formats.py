@@ -21,11 +21,19 @@ from rich.console import Console
 from rich.markup import escape as markup_escape
 from rich.table import Table as RichTable
 
+from aichaos.metrics.analysis import Metrics
 from aichaos.report.journal import Journal
 
 
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
+
+
+def _pct(metrics: Metrics, value: float | None) -> str:
+    """A latency percentile, or why there is none: too few successful requests to compute one."""
+    if value is None and metrics.ok_count is not None and metrics.count and metrics.insufficient:
+        return f"insufficient ({metrics.latency_samples} ok)"
+    return _ms(value)
 
 
 def phase_rows(journal: Journal) -> list[list[str]]:
@@ -44,7 +52,7 @@ def phase_rows(journal: Journal) -> list[list[str]]:
         if phase.load_ratio is not None:
             rps += f" ({phase.load_ratio:.0%})"
         rows.append([phase.name, f"{phase.end - phase.start:.0f}s", users, str(m.count), rps,
-                     _ms(m.p50_ms), _ms(m.p95_ms), _ms(m.p99_ms), f"{m.error_rate:.2%}", faults])
+                     _pct(m, m.p50_ms), _pct(m, m.p95_ms), _pct(m, m.p99_ms), f"{m.error_rate:.2%}", faults])
     return rows
 
 
@@ -91,7 +99,12 @@ def fault_rows(journal: Journal) -> list[list[str]]:
     out = []
     for r in journal.fault_results:
         ttd = "no violation" if r.time_to_detect_s is None else f"{r.time_to_detect_s:.1f}s"
-        ttr = "not recovered" if r.time_to_recover_s is None else f"{r.time_to_recover_s:.1f}s"
+        if r.degraded is False:
+            ttr = "not degraded"
+        else:
+            ttr = "not recovered" if r.time_to_recover_s is None else f"{r.time_to_recover_s:.1f}s"
+        if r.revert_s is not None and r.revert_s >= 0.05:
+            ttr += f" (revert took {r.revert_s:.1f}s)"
         p50 = r.degradation["p50_ms"]
         added = "-" if p50.delta is None else f"{p50.delta:+.1f} ms"
         out.append([r.phase, ttd, ttr, added])
@@ -133,7 +146,10 @@ def markdown(journal: Journal) -> str:
     name = journal.experiment.get("name", "")
     out = [f"# aichaos run {journal.run_id}: {name}", "",
            f"**Verdict: {journal.verdict.upper()}** (exit {journal.exit_code}, status {journal.status})", ""]
-    if journal.experiment.get("description"):
+    hypothesis, result = hypothesis_lines(journal), result_lines(journal)
+    if hypothesis:
+        out += ["## Hypothesis and result", ""] + [f"- {line}" for line in hypothesis + result] + [""]
+    elif journal.experiment.get("description"):
         out += [journal.experiment["description"], ""]
     out += ["## Phases", "", table(PHASE_HEADERS, phase_rows(journal)), ""]
     notes = load_notes(journal)
@@ -156,6 +172,44 @@ def markdown(journal: Journal) -> str:
 def json_text(journal: Journal) -> str:
     """The journal itself, as ``journal.json`` holds it."""
     return journal.dumps()
+
+
+def hypothesis_lines(journal: Journal) -> list[str]:
+    """The experiment's description, labelled as the hypothesis it is, and the rules it is judged by."""
+    rules = journal.rules
+    if not rules:
+        return []  # a journal from before the rules were recorded
+    out = []
+    if rules.get("hypothesis"):
+        out.append(f"hypothesis: {' '.join(str(rules['hypothesis']).split())}")
+    bound = f"error rate <= {rules['error_rate_max']:.2%}"
+    if rules.get("error_rate_default"):
+        bound += " (the default: the SLO names no error rate)"
+    out.append(f"judged by: the SLO with {bound}; a latency percentile needs {rules['min_samples']} successful "
+               "requests")
+    return out
+
+
+def result_lines(journal: Journal) -> list[str]:
+    """What was measured, beside the hypothesis: each fault phase against the baseline."""
+    if not journal.rules or journal.baseline is None:
+        return []
+    base = journal.baseline
+    out = []
+    for r in journal.fault_results:
+        phase = next((p for p in journal.phases if p.name == r.phase), None)
+        if phase is None or phase.metrics is None:
+            continue
+        m = phase.metrics
+        detect = "no violation" if r.time_to_detect_s is None else f"detected after {r.time_to_detect_s:.1f}s"
+        if r.degraded is False:
+            recover = "nothing to recover from"
+        else:
+            recover = "not recovered" if r.time_to_recover_s is None else \
+                f"recovered {r.time_to_recover_s:.1f}s after the fault phase ended"
+        out.append(f"result [{r.phase}]: p95 {_pct(base, base.p95_ms)} -> {_pct(m, m.p95_ms)} ms, errors "
+                   f"{base.error_rate:.2%} -> {m.error_rate:.2%}; {detect}; {recover}")
+    return out
 
 
 # ---------------------------------------------------------------- the text summary
@@ -186,7 +240,7 @@ TEXT_WIDTH = 140  # what the terminal uses when stdout is not one (logs, CI, a f
 def summary(journal: Journal) -> list[Block]:
     """The summary a finished run prints: phases, service metrics, faults, gates, then errors,
     leftovers and the verdict line."""
-    out: list[Block] = []
+    out: list[Block] = [Message("info", line) for line in hypothesis_lines(journal)]
     if journal.phases:
         out.append(Table("Phases", PHASE_HEADERS, phase_rows(journal)))
         out += [Message("info", note) for note in load_notes(journal)]
@@ -197,6 +251,7 @@ def summary(journal: Journal) -> list[Block]:
         out.append(Table("Faults", FAULT_HEADERS, fault_rows(journal)))
     if journal.gates:
         out.append(Table("Gates", GATE_HEADERS, gate_rows(journal), {"pass": "green", "FAIL": "bold red"}))
+    out += [Message("info", line) for line in result_lines(journal)]
     out += [Message("error", error) for error in journal.errors]
     out += [Message("warning", f"not cleaned up: {leftover}") for leftover in journal.leftovers]
     failed = [f"{g.name}[{g.phase}]" if g.phase else g.name for g in journal.failed_gates]

@@ -20,12 +20,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from aichaos import __version__
-from aichaos.errors import ExitCode, UsageError
+from aichaos.errors import EnvironmentFailure, ExitCode, UsageError
 from aichaos.experiment.loader import LoadedExperiment
 from aichaos.experiment.model import Experiment
 from aichaos.metrics.analysis import Metrics, Window
@@ -118,6 +119,9 @@ class Journal:
     errors: list[str] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
     load_totals: dict[str, Any] = field(default_factory=dict)
+    # the rules the verdict was judged by: the hypothesis, the minimum samples of a percentile, the
+    # error bound and whether it was the default (absent from journals written before them)
+    rules: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(cls, run_id: str, run_dir: Path, loaded: LoadedExperiment) -> Journal:
@@ -173,6 +177,7 @@ class Journal:
             "users": [{"second": s, "users": u} for s, u in sorted(self.users.items())],
             "offered_rps": [{"second": s, "rate": r} for s, r in sorted(self.offered.items())],
             "scrapes": self.scrapes.to_json(),
+            **({"rules": self.rules} if self.rules else {}),
         }
 
     @classmethod
@@ -213,6 +218,7 @@ class Journal:
             samples={b.second: b for b in (Bucket.from_json(b) for b in data["samples"])},
             users={int(e["second"]): e["users"] for e in data["users"]},
             offered={int(e["second"]): e["rate"] for e in data["offered_rps"]},
+            rules=dict(data.get("rules") or {}),
             scrapes=ScrapeStore.from_json(data["scrapes"]),
             error_budget_spent=data["error_budget_spent"],
             baseline=None if baseline is None else Metrics.from_json(baseline),
@@ -231,9 +237,15 @@ class Journal:
         return json.dumps(self.to_json(), indent=1)
 
     def write(self) -> Path:
+        """Write ``journal.json`` whole or not at all; EnvironmentFailure (a full disk) leaves no partial file."""
         tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(self.dumps())
-        tmp.replace(self.path)
+        try:
+            tmp.write_text(self.dumps())
+            tmp.replace(self.path)
+        except OSError as exc:
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise EnvironmentFailure(f"cannot write the journal {self.path}: {exc.strerror or exc}") from exc
         return self.path
 
 
@@ -284,6 +296,10 @@ def analyse(journal: Journal, experiment: Experiment) -> None:
     result = analyse_run(experiment, journal.t0, journal.phases, journal.faults, journal.samples, journal.users,
                          journal.offered, journal.scrapes, journal.stop)
     journal.analysis_start = result.analysis_start
+    slo = experiment.steady_state.slo
+    journal.rules = {"hypothesis": experiment.description, "min_samples": experiment.steady_state.min_requests,
+                     "error_rate_max": slo.judged_bounds()["error_rate"].max,
+                     "error_rate_default": slo.error_rate_is_default}
     journal.baseline = result.baseline
     for record, phase in zip(journal.phases, result.phases, strict=True):
         record.metrics = phase.metrics
@@ -302,4 +318,5 @@ def analyse(journal: Journal, experiment: Experiment) -> None:
 def evaluate_gates(journal: Journal, experiment: Experiment) -> list[GateResult]:
     """The experiment's gates over what the journal recorded (see ``aichaos.metrics.verdict.gate_results``)."""
     return gate_results(experiment, journal.phases[0] if journal.phases else None, journal.windows,
-                        journal.fault_results, journal.stop)
+                        journal.fault_results, journal.stop,
+                        {p.name: p.metrics for p in journal.phases if p.metrics is not None}, journal.baseline)

@@ -45,10 +45,12 @@ Scenario = Callable[[int, "FakeWorld"], list[FakeRequest]]
 
 def steady(count: int = 50, latency_ms: float = 5.0) -> Scenario:
     """A scenario: ``count`` requests a second, each ``latency_ms`` plus the latency toxics of every
-    enabled proxy; every request fails with a connection error while any proxy is disabled."""
+    enabled proxy; every request fails with a connection error while any proxy is disabled, or a
+    service is down, paused or not ready again."""
 
     def scenario(second: int, world: FakeWorld) -> list[FakeRequest]:
-        if world.disabled:
+        down = world.started - world.running
+        if world.disabled or down or world.paused or world.starting:
             return [FakeRequest(1.0, "connection")] * count
         extra = sum(t["attributes"].get("latency", 0) for toxics in world.toxics.values() for t in toxics.values()
                     if t["type"] == "latency")
@@ -64,6 +66,9 @@ class FakeWorld:
     disabled: set[str] = field(default_factory=set)  # proxies
     running: set[str] = field(default_factory=set)  # services
     paused: set[str] = field(default_factory=set)
+    started: set[str] = field(default_factory=set)  # every service the stack started
+    starting: set[str] = field(default_factory=set)  # started again, not ready yet
+    ready_delay: dict[str, float] = field(default_factory=dict)  # seconds a service takes to be ready again
     events: list[str] = field(default_factory=list)  # every operation on the fake, in order
     fail: dict[str, Exception] = field(default_factory=dict)  # operation -> error it raises (once)
     on_second: Callable[[int], None] | None = None  # called as each second of load completes (to act mid-run)
@@ -254,6 +259,7 @@ class FakeRuntime:
     def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService:
         self.world.op("start", name)
         self.world.running.add(name)
+        self.world.started.add(name)
         self.ports[name] = port
         self.logs[name] = self.run_dir / "logs" / f"{name}.log"
         return RunningService(name=name, host="127.0.0.1", port=port, log_path=self.logs[name])
@@ -262,6 +268,11 @@ class FakeRuntime:
         self.world.op("ready", running.name)
         if running.name not in self.world.running:
             raise StackStartError(f"service {running.name!r} is not running")
+        delay = self.world.ready_delay.get(running.name, 0.0) if running.name in self.world.starting else 0.0
+        deadline = clock.now() + delay
+        while clock.now() < deadline:  # on the fake clock: the load goes on meanwhile
+            clock.sleep(min(0.1, deadline - clock.now()))
+        self.world.starting.discard(running.name)
 
     def exit_reason(self, name: str) -> str | None:
         return None if name in self.world.running else "was stopped"
@@ -284,6 +295,7 @@ class FakeRuntime:
     def restart_service(self, name: str) -> RunningService:
         self.world.op("restart", name)
         self.world.running.add(name)
+        self.world.starting.add(name)
         return RunningService(name=name, host="127.0.0.1", port=self.ports[name], log_path=self.logs.get(name))
 
     def pause_service(self, name: str) -> None:

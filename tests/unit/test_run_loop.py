@@ -199,3 +199,93 @@ def test_gates_judge_the_measured_degradation_and_recovery(tmp_path):
     assert gates["degradation.p95_ms"].passed is False  # 120 ms against 20 ms: x6
     assert gates["recovery_time"].passed is True
     assert journal.exit_code == 1 and journal.verdict == "fail"
+
+
+# ---------------------------------------------------------------- a verdict a CI gate can trust
+def outage(survivors: int):
+    """Every request fails while the edge is down, but ``survivors`` of them each second."""
+
+    def scenario(second: int, world: FakeWorld) -> list[FakeRequest]:
+        if world.disabled:
+            return [FakeRequest(3.5)] * survivors + [FakeRequest(1.0, "connection")] * (60 - survivors)
+        return [FakeRequest(5.0)] * 60
+
+    return scenario
+
+
+@pytest.mark.parametrize("survivors", [0, 1])
+def test_a_percentile_of_a_handful_of_survivors_is_insufficient_data_and_fails_the_gate(tmp_path, survivors):
+    experiment = EXPERIMENT.replace("{type: latency, edge: frontend->backend, latency_ms: 100}",
+                                    "{type: down, edge: frontend->backend}") + \
+        "gates:\n  degradation: {p95_ms: {max_ratio: 4.0}}\n"
+    journal, _ = run(tmp_path, FakeWorld(scenario=outage(survivors)), experiment=experiment)
+    fault = journal.phases[1].metrics
+    assert fault is not None and fault.p95_ms is None and fault.latency_samples == 6 * survivors
+    (gate,) = [g for g in journal.gates if g.name == "degradation.p95_ms"]
+    assert not gate.passed and gate.value == "insufficient data"
+    assert f"{6 * survivors} successful of 360 requests, a percentile needs 20" in gate.detail
+    assert journal.exit_code == 1 and journal.verdict == "fail"
+
+
+def test_an_slo_that_names_no_error_rate_still_judges_errors(tmp_path):
+    """72% of requests fail fast during the fault: the default 1% bound sees it."""
+
+    def failing_fast(second: int, world: FakeWorld) -> list[FakeRequest]:
+        broken = any(world.toxics.values())
+        return [FakeRequest(2.0, "5xx" if broken and i < 72 else None) for i in range(100)]
+
+    experiment = EXPERIMENT.replace("slo: {p95_ms: {max: 50}, error_rate: {max: 0.05}}", "slo: {p95_ms: {max: 50}}")
+    experiment += "gates:\n  detect_time: {max: 3s}\n"
+    journal, _ = run(tmp_path, FakeWorld(scenario=failing_fast), experiment=experiment)
+    (fault,) = journal.fault_results
+    assert fault.time_to_detect_s is not None and fault.time_to_detect_s <= 2
+    assert journal.rules["error_rate_default"] is True and journal.rules["error_rate_max"] == 0.01
+    from aichaos.report.formats import summary_text
+
+    text = summary_text(journal)
+    assert "no violation" not in text
+    assert "error rate <= 1.00% (the default: the SLO names no error rate)" in text
+
+
+def test_recovery_counts_from_the_end_of_the_fault_phase_and_includes_the_restart(tmp_path):
+    """A killed service that takes 3 s to be ready again: errors go on until it is, and time to recover
+    counts them (it was 1.0 s when it counted from the revert's end)."""
+    experiment = EXPERIMENT.replace("{type: latency, edge: frontend->backend, latency_ms: 100}",
+                                    "{type: kill, service: backend}") + "gates:\n  recovery_time: {max: 10s}\n"
+    world = FakeWorld(scenario=steady(count=40))
+    world.ready_delay["backend"] = 3.0
+    journal, lines = run(tmp_path, world, experiment=experiment)
+    (fault,) = journal.fault_results
+    assert fault.revert == journal.phases[1].end
+    assert fault.revert_s == pytest.approx(3.0, abs=0.2)
+    assert journal.faults[0]["detail"]["revert_s"] == pytest.approx(3.0, abs=0.2)
+    assert fault.time_to_recover_s is not None and 3.0 <= fault.time_to_recover_s <= 4.0
+    assert any("reverted backend killed (SIGKILL) (took 3.0s)" in line for line in lines)
+
+
+def test_a_fault_that_never_degrades_anything_is_not_degraded_rather_than_recovered_in_0s(tmp_path):
+    experiment = EXPERIMENT.replace("latency_ms: 100", "latency_ms: 1") + "gates:\n  recovery_time: {max: 5s}\n"
+    journal, _ = run(tmp_path, FakeWorld(scenario=steady(count=40)), experiment=experiment)
+    (fault,) = journal.fault_results
+    assert fault.degraded is False and fault.time_to_recover_s is None
+    (gate,) = [g for g in journal.gates if g.name == "recovery_time"]
+    assert gate.passed and gate.value == "not degraded" and "nothing to recover from" in gate.detail
+
+
+def test_a_baseline_that_is_not_steady_stops_the_run_before_any_fault(tmp_path):
+    """Readiness answers, every request gets a 4xx: the experiment cannot be conducted."""
+    world = FakeWorld(scenario=lambda second, world: [FakeRequest(2.0, "4xx")] * 40)
+    journal, _ = run(tmp_path, world)
+    assert journal.status == "error" and journal.exit_code == 3
+    assert not any(e.startswith("add_toxic") for e in world.events)  # nothing was injected
+    (error,) = journal.errors
+    assert "the baseline was not steady" in error and "error rate was 100.00%" in error and "4xx" in error
+    assert [p.name for p in journal.phases] == ["baseline"]
+    assert after(world.events, "load stop") == STOPS
+
+
+def test_allow_unhealthy_baseline_injects_anyway_and_says_so(tmp_path):
+    world = FakeWorld(scenario=lambda second, world: [FakeRequest(2.0, "4xx")] * 40)
+    journal, lines = run(tmp_path, world, allow_unhealthy_baseline=True)
+    assert journal.status == "completed" and any(e.startswith("add_toxic") for e in world.events)
+    assert any("injecting the faults anyway (--allow-unhealthy-baseline)" in line for line in lines)
