@@ -1,7 +1,10 @@
 """The timeline of one run: stand the stack up, drive load, apply and revert faults phase by phase,
 analyse, and write the journal. Everything that was started or injected is undone in ``finally``,
 whatever happened: success, a failed gate, an error, SIGINT or SIGTERM. A state file in the run
-directory lets ``aichaos cleanup`` finish the job after a ``kill -9``.
+directory lets ``aichaos cleanup`` finish the job after a ``kill -9``: it is saved (and the run added to
+the per-user index of live runs) before anything starts, and every process the run starts carries the
+run's id (``aichaos.runtime.labels``), so cleanup finds even one started a moment before the kill. The
+run directory is locked for the run's life (``aichaos.runtime.state.RunDirLock``).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +44,9 @@ from aichaos.metrics.scrape import Scraper
 from aichaos.metrics.verdict import stop_condition
 from aichaos.report.journal import Journal, PhaseRecord, analyse
 from aichaos.runtime.registry import RuntimeKind, RuntimeSetup, choose_runtime
-from aichaos.runtime.state import RunState
+from aichaos.runtime.index import index_dir
+from aichaos.runtime.labels import labelled_children
+from aichaos.runtime.state import RunDirLock, RunState
 from aichaos.session import LoadDriver, RunSession
 
 if TYPE_CHECKING:
@@ -67,7 +73,18 @@ class RunOptions:
     runtime_kind: RuntimeKind | None = None  # this runtime, not one chosen by name (the fake, in tests)
 
 
-def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path]:
+class JournalNotWritten(EnvironmentFailure):
+    """The run ended (faults reverted, everything stopped) but its journal could not be written (a full
+    disk). ``journal`` holds what was measured, to print; ``saved_to`` is where a copy went instead, if
+    anywhere."""
+
+    def __init__(self, message: str, journal: Journal, saved_to: Path | None, *, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.journal = journal
+        self.saved_to = saved_to
+
+
+def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path, RunDirLock]:
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
     run_dir = options.run_dir or (options.runs_dir / f"{run_id}-{experiment.name}")
     try:
@@ -75,17 +92,28 @@ def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path
     except OSError as exc:
         raise EnvironmentFailure(f"cannot create the run directory {run_dir}: {exc.strerror or exc}",
                                  hint="choose another place with --runs-dir or --run-dir") from exc
-    return run_id, run_dir
+    return run_id, run_dir, RunDirLock.for_new_run(run_dir)
 
 
 def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Reporter = print,
-                   load_factory: LoadFactory | None = None) -> Journal:
-    """Run one experiment end to end. Never raises for a run that started: errors end up in the journal.
+                   load_factory: LoadFactory | None = None, held: ExitStack | None = None) -> Journal:
+    """Run one experiment end to end. Never raises for a run that started: errors end up in the journal,
+    except ``JournalNotWritten`` when the journal itself cannot be written. Raises a UsageError, before
+    anything starts, when the run directory is in use by another run or holds a killed run's state.
 
-    ``load_factory`` replaces the Locust load (unit tests drive the run loop with a fake load and the
-    fake runtime, ``aichaos.runtime.fake``)."""
+    The run directory stays locked until the function returns, or with ``held`` until that stack
+    closes (the CLI writes its reports there first). ``load_factory`` replaces the Locust load (unit
+    tests drive the run loop with a fake load and the fake runtime, ``aichaos.runtime.fake``)."""
+    run_id, run_dir, lock = _new_run_dir(options, loaded.experiment)
+    with ExitStack() as own:
+        (held if held is not None else own).callback(lock.release)
+        own.enter_context(labelled_children(run_id))
+        return _run(loaded, options, report, load_factory, run_id, run_dir)
+
+
+def _run(loaded: LoadedExperiment, options: RunOptions, report: Reporter, load_factory: LoadFactory | None,
+         run_id: str, run_dir: Path) -> Journal:
     experiment = loaded.experiment
-    run_id, run_dir = _new_run_dir(options, experiment)
     journal = Journal.start(run_id, run_dir, loaded)
     state = RunState(run_dir / "state.json", run_id)
     store = SampleStore()
@@ -95,6 +123,7 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
         try:
             kind = options.runtime_kind or choose_runtime(options.runtime or experiment.runtime, loaded.stack,
                                                           report)
+            state.save()  # before anything starts: cleanup finds the run from here on
             setup = RuntimeSetup(run_id, run_dir, loaded.stack, loaded.stack_path.parent, loaded.stack_path.stem,
                                  dict(options.build_args), options.network,
                                  options.toxiproxy_url or experiment.toxiproxy_url)
@@ -118,11 +147,15 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
             journal.errors.append(str(exc))
         except Exception as exc:  # a bug: still revert and tear down, and say so plainly
             trace = run_dir / "internal-error.txt"
-            trace.write_text(traceback.format_exc())
+            try:
+                trace.write_text(traceback.format_exc())
+                where = f"the traceback is in {trace}"
+            except OSError:
+                where = "run with -v for its traceback"
             log.debug("unexpected failure", exc_info=True)
             journal.status = "error"
             journal.exit_code = ExitCode.ENVIRONMENT
-            journal.errors.append(f"internal error: {exc!r} (a bug in aichaos; the traceback is in {trace})")
+            journal.errors.append(f"internal error: {exc!r} (a bug in aichaos; {where})")
         finally:
             _teardown(journal, state, session, options, report, sig)
         # still inside the gate: a signal from here on is noted, and the journal is written anyway
@@ -132,17 +165,51 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
         if journal.t0 is not None:
             analyse(journal, experiment)
         journal.finish()
-        journal.write()
+        try:
+            journal.write()
+        except EnvironmentFailure as exc:
+            unwritten: EnvironmentFailure | None = exc
+        else:
+            unwritten = None
         if options.keep_stack and session.runtime is not None:
             state.kept = True  # `aichaos cleanup --run ID` stops the kept stack later
-            state.save()
+            _save_last(state, report)
+        elif journal.leftovers:  # what could not be stopped or reverted: cleanup tries again from the state
+            report(f"the run's state file is kept for `aichaos cleanup --run {run_id}`: {state.path}")
+            _save_last(state, report)
         else:
             state.remove()
     return journal
 
+    if unwritten is not None:
+        saved_to = _save_elsewhere(journal)
+        raise JournalNotWritten(unwritten.message, journal, saved_to,
+                                hint=f"the journal was saved to {saved_to} instead" if saved_to else
+                                "nothing could save it: the summary below is what was measured")
 
 def _locust_load(spec: dict[str, Any], log_path: Path, store: SampleStore) -> LoadDriver:
     from aichaos.load.generator import LoadGenerator
+def _save_last(state: RunState, report: Reporter) -> None:
+    try:
+        state.save()
+    except EnvironmentFailure as exc:  # the state saved last still names every process and fault
+        report(f"{exc.message}: `aichaos cleanup` reads the state saved last")
+
+
+def _save_elsewhere(journal: Journal) -> Path | None:
+    """Save the journal beside the index of live runs (another disk, often) when its run directory
+    refused it; None when that fails too."""
+    path = index_dir().parent / "journals" / f"{journal.run_id}.json"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(journal.dumps())
+    except OSError:
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+        return None
+    return path
+
+
 
     return LoadGenerator(spec, log_path, store)
 

@@ -6,10 +6,14 @@ import typer
 
 
 def cleanup(
-    runs_dir: Path = typer.Option(Path("runs"), help="Where run directories are."),
+    runs_dir: Path | None = typer.Option(None, help="Only runs whose run directory is under this one. Without it: "
+                                                    "every run of this user, wherever it ran."),
     run: str | None = typer.Option(None, "--run", help="Only this run id."),
 ) -> None:
-    """Undo what runs killed with kill -9 left behind: faults, proxies, processes."""
+    """Undo what runs killed with kill -9 left behind: faults, proxies, processes.
+
+    Runs are found through the per-user index of live runs ($XDG_STATE_HOME/aichaos/runs, by default
+    ~/.local/state/aichaos/runs) and under ./runs (or --runs-dir), from any directory."""
     from aichaos.cli.terminal import Terminal
     from aichaos.runtime.cleanup import clean_run, stale_runs
 
@@ -19,6 +23,6 @@ def cleanup(
         term.info("nothing to clean up")
         return
     for state in states:
-        term.info(f"run {state.run_id}:")
+        term.info(f"run {state.run_id} ({state.path.parent}):")
         for line in clean_run(state) or ["nothing was left"]:
             term.data(f"  {line}")

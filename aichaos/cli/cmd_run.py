@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
@@ -26,13 +27,15 @@ def run(
                                         help="Let container faults act on containers this run did not start."),
 ) -> None:
     """Run an experiment: stand up the stack, drive load, inject faults, report the verdict."""
+    from contextlib import ExitStack
+
     from aichaos.cli.render import render_summary
     from aichaos.cli.terminal import Terminal
     from aichaos.errors import ExitCode, ExperimentError
     from aichaos.experiment.loader import load_experiment
     from aichaos.report.formats import FORMATS
-    from aichaos.report.journal import read_journal
-    from aichaos.run import RunOptions, run_experiment
+    from aichaos.report.journal import Journal, read_journal
+    from aichaos.run import JournalNotWritten, RunOptions, run_experiment
     from aichaos.runtime.cleanup import stale_runs
 
     term = Terminal()
@@ -55,27 +58,38 @@ def run(
         for problem in exc.problems:
             term.error(str(problem))
         raise typer.Exit(ExitCode.INVALID) from None
-    for stale in stale_runs(runs_dir):
+    for stale in stale_runs():  # this user's, wherever they ran
         why = "left its stack running (--keep-stack)" if stale.kept else "ended without cleaning up"
-        term.warning(f"run {stale.run_id} {why} ({stale.path}); "
-                     f"`aichaos cleanup --runs-dir {runs_dir} --run {stale.run_id}` stops it")
+        term.warning(f"run {stale.run_id} {why} ({stale.path}); `aichaos cleanup --run {stale.run_id}` stops it")
     options = RunOptions(runs_dir=runs_dir, run_dir=run_dir, toxiproxy_url=toxiproxy_url,
                          keep_stack=keep_stack, runtime=runtime, network=network, seed=seed, build_args=build_args,
                          allow_external=allow_external)
-    journal = run_experiment(loaded, options, report=term.info)
-    # every report is rendered from the journal as written, so `aichaos report` reproduces it exactly
-    record = read_journal(journal.path)
-    junit_text, markdown_text = FORMATS["junit"](record), FORMATS["md"](record)
-    (journal.run_dir / "junit.xml").write_text(junit_text)
-    (journal.run_dir / "report.md").write_text(markdown_text)
-    for target, text in ((junit, junit_text), (markdown, markdown_text)):
-        if target is not None:
-            try:
-                target.write_text(text)
-            except OSError as exc:
-                term.error(f"cannot write {target}: {exc.strerror}")
-    if json_out:
-        term.raw(FORMATS["json"](record))
-    else:
-        render_summary(term, record)
-    raise typer.Exit(journal.exit_code)
+    with ExitStack() as held:  # the run directory stays locked until its reports are written
+        try:
+            journal = run_experiment(loaded, options, report=term.info, held=held)
+        except JournalNotWritten as exc:  # a full disk: say so, and print what was measured
+            term.error(str(exc))
+            record = Journal.from_json(json.loads(exc.journal.dumps()))  # as it would have been read back
+            if json_out:
+                term.raw(FORMATS["json"](record))
+            else:
+                render_summary(term, record)
+            raise typer.Exit(exc.exit_code) from None
+        # every report is rendered from the journal as written, so `aichaos report` reproduces it exactly
+        record = read_journal(journal.path)
+        junit_text, markdown_text = FORMATS["junit"](record), FORMATS["md"](record)
+        exit_code = journal.exit_code
+        written = journal.run_dir
+        for target, text in ((written / "junit.xml", junit_text), (written / "report.md", markdown_text),
+                             (junit, junit_text), (markdown, markdown_text)):
+            if target is not None:
+                try:
+                    target.write_text(text)
+                except OSError as exc:
+                    term.error(f"cannot write {target}: {exc.strerror or exc}")
+                    exit_code = ExitCode.ENVIRONMENT
+        if json_out:
+            term.raw(FORMATS["json"](record))
+        else:
+            render_summary(term, record)
+    raise typer.Exit(exit_code)
