@@ -1,7 +1,10 @@
 """Plain test services for aichaos's own tests and benchmarks: a backend and a frontend calling it.
 
 ``python -m sample_stack.echo backend --port P`` answers ``/work`` (optionally sleeping
-``?ms=N``) and ``/health``. ``python -m sample_stack.echo frontend --port P`` forwards ``/work`` to
+``?ms=N``) and ``/health``; ``--fail-status N`` makes every ``/work`` answer N while ``/health`` still
+says 200 (a service whose readiness lies), and ``--startup-delay S`` waits S seconds before it
+listens (a service slow to start, for recovery that includes a restart).
+``python -m sample_stack.echo frontend --port P`` forwards ``/work`` to
 ``$BACKEND_URL`` over a kept-alive connection per thread and answers 502 when the backend fails;
 its ``/metrics`` counts requests by status and backend failures, and gauges requests in flight.
 """
@@ -56,6 +59,9 @@ class Backend(_PostLikeGet):
         if url.path != "/work":
             self.send_json(404, {"error": "not found"})
             return
+        if FAIL_STATUS[0]:
+            self.send_json(FAIL_STATUS[0], {"error": "failing on purpose (--fail-status)"})
+            return
         ms = float(parse_qs(url.query).get("ms", ["0"])[0])
         if ms > 0:
             time.sleep(ms / 1000)
@@ -63,6 +69,7 @@ class Backend(_PostLikeGet):
 
 
 _local = threading.local()
+FAIL_STATUS = [0]
 
 
 def _backend() -> http.client.HTTPConnection:
@@ -106,7 +113,12 @@ def main() -> None:
     parser.add_argument("role", choices=["backend", "frontend"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--fail-status", type=int, default=0, help="backend: answer /work with this status")
+    parser.add_argument("--startup-delay", type=float, default=0.0, help="seconds to wait before listening")
     args = parser.parse_args()
+    FAIL_STATUS[0] = args.fail_status
+    if args.startup_delay > 0:
+        time.sleep(args.startup_delay)
     handler = Backend if args.role == "backend" else Frontend
     serve(Server((args.host, args.port), handler), args.role)
 
