@@ -7,6 +7,8 @@ listens (a service slow to start, for recovery that includes a restart).
 ``python -m sample_stack.echo frontend --port P`` forwards ``/work`` to
 ``$BACKEND_URL`` over a kept-alive connection per thread and answers 502 when the backend fails;
 its ``/metrics`` counts requests by status and backend failures, and gauges requests in flight.
+With ``BACKEND_FRESH_CONNECTIONS=1`` it opens a new backend connection per request instead, so a
+toxic on a share of the connections (``toxicity``) hits that share of the requests.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ class Frontend(_PostLikeGet):
             response = conn.getresponse()
             body = response.read()
             status, payload = response.status, {"backend": body.decode(errors="replace")}
+            if os.environ.get("BACKEND_FRESH_CONNECTIONS") == "1":
+                conn.close()
+                _local.conn = None
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             _local.conn = None
