@@ -30,7 +30,8 @@ any of them sets those; DELETE clears all:
                                 stays 200, as a hung engine's does
   error_fraction: 0..1          this share of requests fail ...
   error_status: int             ... answering this status at once (default 500) ...
-  error_midstream: bool         ... or, when streamed, after a few tokens with an error event (no [DONE])
+  error_midstream: bool         ... or, when streamed, after a few tokens with an error event (then
+                                [DONE], as vLLM ends a stream that failed)
   kv_cache_blocks: int|null     the KV-cache budget in blocks of --block-size tokens (null: the full
                                 budget); running sequences over it are preempted
   crash: bool                   true: the engine loop dies (requests in flight fail; /health 503, new
@@ -243,20 +244,21 @@ class LLMServer:
         assert isinstance(stream, Stream)
         done = False
         sent = 0
+        opening = answer.role_chunk() if answer.chat else b""
         try:
-            if answer.chat:
-                yield answer.role_chunk()
             while True:
                 out = await stream.queue.get()
                 if out.error is not None:
                     done = True
-                    yield error_event(out.error, 503 if "engine died" in out.error else 500)
+                    yield error_event(out.error, 503 if "engine died" in out.error else 500) + DONE
                     return
                 sent += out.tokens
                 if fail_after and sent >= fail_after and out.finish_reason is None:
-                    yield error_event("injected error in the middle of the stream (fault hooks)")
+                    yield error_event("injected error in the middle of the stream (fault hooks)") + DONE
                     return
-                chunk = answer.token_chunk(out.text, out.finish_reason)
+                # as vLLM does, the role goes out with the first token, not before there is one
+                chunk = opening + answer.token_chunk(out.text, out.finish_reason)
+                opening = b""
                 if out.finish_reason is not None:
                     done = True
                     if include_usage:
