@@ -14,8 +14,8 @@ from aichaos import __version__
 
 EXIT_CODES = (
     "Exit codes: 0 every gate held; 1 a gate failed or a stop condition fired; "
-    "2 invalid experiment or usage; 3 environment failure (stack did not start, a fault could not "
-    "be injected or reverted); 130 interrupted."
+    "2 invalid experiment or usage (or a run directory in use); 3 environment failure (stack did not "
+    "start, a fault could not be injected or reverted, the disk is full); 130 interrupted."
 )
 
 app = typer.Typer(

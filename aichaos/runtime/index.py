@@ -2,16 +2,19 @@
 any directory, wherever its run directory is (``--run-dir`` may put it anywhere).
 
 One small file per run, ``$XDG_STATE_HOME/aichaos/runs/<run id>`` (``~/.local/state/aichaos/runs``
-when the variable is unset), holding the absolute path of the run's state file. It is written with
-the state file's first save, before the run starts anything, and removed with the state file; an
-entry whose state file is gone is dropped when the index is read. A file per run needs no lock
-between runs that start and end at the same time.
+when the variable is unset), holding the absolute path of the run's state file and the host it runs
+on. It is written with the state file's first save, before the run starts anything, and removed with
+the state file; an entry whose state file is gone is dropped when the index is read. A file per run
+needs no lock between runs that start and end at the same time. Only this host's runs are read: a
+home shared between machines must not make one machine's cleanup take another's live run for dead.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import socket
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -31,7 +34,7 @@ def register(run_id: str, state_path: Path) -> None:
     try:
         entry.parent.mkdir(parents=True, exist_ok=True)
         tmp = entry.with_name(f".{run_id}.tmp")
-        tmp.write_text(str(state_path.resolve()) + "\n")
+        tmp.write_text(json.dumps({"state": str(state_path.resolve()), "host": socket.gethostname()}) + "\n")
         os.replace(tmp, entry)
     except OSError as exc:
         log.warning("cannot add run %s to the index of live runs %s (%s): `aichaos cleanup` finds it only "
@@ -48,7 +51,8 @@ def unregister(run_id: str) -> None:
 
 
 def indexed_state_files() -> list[Path]:
-    """The state files of every indexed run that still has one; entries without one are dropped."""
+    """The state files of every run of this host in the index that still has one; entries without one
+    are dropped."""
     found: list[Path] = []
     try:
         entries = sorted(p for p in index_dir().iterdir() if not p.name.startswith("."))
@@ -56,8 +60,11 @@ def indexed_state_files() -> list[Path]:
         return found
     for entry in entries:
         try:
-            state_path = Path(entry.read_text().strip())
-        except OSError:
+            data = json.loads(entry.read_text())
+            state_path, host = Path(data["state"]), data["host"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if host != socket.gethostname():
             continue
         if state_path.is_file():
             found.append(state_path)

@@ -4,7 +4,9 @@ per-user index of live runs, and the run id every child carries (issue 15)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -182,7 +184,8 @@ def test_the_index_finds_runs_from_anywhere_and_runs_dir_narrows_it(tmp_path, mo
     live = RunState(tmp_path / "live" / "state.json", "r-live")  # this process: still running
     live.path.parent.mkdir()
     live.save()
-    assert (state_home / "aichaos" / "runs" / "r-a").read_text().strip() == str(states["a"].path.resolve())
+    entry = json.loads((state_home / "aichaos" / "runs" / "r-a").read_text())
+    assert entry == {"state": str(states["a"].path.resolve()), "host": socket.gethostname()}
     monkeypatch.chdir(tmp_path / "live")  # anywhere: no ./runs here
     assert [s.run_id for s in stale_runs()] == ["r-a", "r-b"]
     assert [s.run_id for s in stale_runs(tmp_path / "b" / "runs")] == ["r-b"]
@@ -241,3 +244,14 @@ def test_the_label_is_removed_after_the_run(tmp_path, monkeypatch):
     monkeypatch.delenv("AICHAOS_RUN_ID", raising=False)
     journal, _ = run(tmp_path, FakeWorld())
     assert "AICHAOS_RUN_ID" not in os.environ and journal.status == "completed"
+
+
+def test_the_index_leaves_other_hosts_runs_alone(tmp_path, state_home):
+    """A home shared between machines: another host's run is not this host's to judge or clean."""
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    RunState(run_dir / "state.json", "elsewhere", owner_pid=dead_pid()).save()
+    entry = state_home / "aichaos" / "runs" / "elsewhere"
+    entry.write_text(json.dumps({"state": str((run_dir / "state.json").resolve()), "host": "another-host"}))
+    assert stale_runs() == []
+    assert entry.exists()
