@@ -307,6 +307,7 @@ class Engine:
         now = time.monotonic()
         for seq in seqs:
             seq.finished = now
+            seq.finish_reason = "abort"
             seq.blocks = 0
         if seqs:
             self.deliver([Output(s, "", 0, "abort", message) for s in seqs])
