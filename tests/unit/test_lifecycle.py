@@ -255,3 +255,26 @@ def test_the_index_leaves_other_hosts_runs_alone(tmp_path, state_home):
     entry.write_text(json.dumps({"state": str((run_dir / "state.json").resolve()), "host": "another-host"}))
     assert stale_runs() == []
     assert entry.exists()
+
+
+def test_aichaos_run_on_a_full_disk_exits_3_and_prints_what_was_measured(tmp_path, monkeypatch):
+    """The CLI's side: the error, then the summary of the journal it could not write."""
+    from typer.testing import CliRunner
+
+    import aichaos.run
+    from aichaos.cli.app import app
+
+    journal, _ = run(tmp_path, FakeWorld())
+    error = JournalNotWritten(f"cannot write the journal {journal.path}: No space left on device", journal, None,
+                              hint="nothing could save it: the summary below is what was measured")
+
+    def full(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(aichaos.run, "run_experiment", full)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "experiment.yaml")])
+    assert result.exit_code == 3, result.output
+    assert "No space left on device" in result.stderr and "summary below" in result.stderr
+    assert "verdict: PASS" in result.stderr and "baseline" in result.stdout  # the summary, tables and verdict
+    json_result = CliRunner().invoke(app, ["run", str(tmp_path / "experiment.yaml"), "--json"])
+    assert json_result.exit_code == 3 and json.loads(json_result.stdout)["run_id"] == journal.run_id
