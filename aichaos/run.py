@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from aichaos import __version__, clock
 from aichaos.errors import (
     AichaosError,
+    BaselineNotSteady,
     EnvironmentFailure,
     ExitCode,
     FaultRevertError,
@@ -41,11 +42,11 @@ from aichaos.interrupts import SignalGate, signals_raise
 from aichaos.metrics.analysis import queries_of
 from aichaos.metrics.samples import SampleStore
 from aichaos.metrics.scrape import Scraper
-from aichaos.metrics.verdict import stop_condition
+from aichaos.metrics.verdict import baseline_problem, stop_condition
 from aichaos.report.journal import Journal, PhaseRecord, analyse
-from aichaos.runtime.registry import RuntimeKind, RuntimeSetup, choose_runtime
 from aichaos.runtime.index import index_dir
 from aichaos.runtime.labels import labelled_children
+from aichaos.runtime.registry import RuntimeKind, RuntimeSetup, choose_runtime
 from aichaos.runtime.state import RunDirLock, RunState
 from aichaos.session import LoadDriver, RunSession
 
@@ -71,6 +72,7 @@ class RunOptions:
     build_args: dict[str, str] = field(default_factory=dict)  # docker build args (--build-arg)
     allow_external: bool = False  # container faults may touch containers the run did not start
     runtime_kind: RuntimeKind | None = None  # this runtime, not one chosen by name (the fake, in tests)
+    allow_unhealthy_baseline: bool = False  # inject the faults even when the baseline was not steady
 
 
 class JournalNotWritten(EnvironmentFailure):
@@ -121,9 +123,9 @@ def _run(loaded: LoadedExperiment, options: RunOptions, report: Reporter, load_f
     report(f"run {run_id}: {experiment.name} (run directory {run_dir})")
     with signals_raise() as sig:
         try:
+            state.save()  # before anything starts: cleanup finds the run from here on
             kind = options.runtime_kind or choose_runtime(options.runtime or experiment.runtime, loaded.stack,
                                                           report)
-            state.save()  # before anything starts: cleanup finds the run from here on
             setup = RuntimeSetup(run_id, run_dir, loaded.stack, loaded.stack_path.parent, loaded.stack_path.stem,
                                  dict(options.build_args), options.network,
                                  options.toxiproxy_url or experiment.toxiproxy_url)
@@ -179,16 +181,14 @@ def _run(loaded: LoadedExperiment, options: RunOptions, report: Reporter, load_f
             _save_last(state, report)
         else:
             state.remove()
-    return journal
-
     if unwritten is not None:
         saved_to = _save_elsewhere(journal)
         raise JournalNotWritten(unwritten.message, journal, saved_to,
                                 hint=f"the journal was saved to {saved_to} instead" if saved_to else
                                 "nothing could save it: the summary below is what was measured")
+    return journal
 
-def _locust_load(spec: dict[str, Any], log_path: Path, store: SampleStore) -> LoadDriver:
-    from aichaos.load.generator import LoadGenerator
+
 def _save_last(state: RunState, report: Reporter) -> None:
     try:
         state.save()
@@ -210,6 +210,8 @@ def _save_elsewhere(journal: Journal) -> Path | None:
     return path
 
 
+def _locust_load(spec: dict[str, Any], log_path: Path, store: SampleStore) -> LoadDriver:
+    from aichaos.load.generator import LoadGenerator
 
     return LoadGenerator(spec, log_path, store)
 
@@ -344,8 +346,27 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         if stopped:
             record.end = clock.now()
             break
+        if phase is experiment.phases[0] and any(p.faults for p in experiment.phases):
+            _check_baseline(loaded, options, store, journal, report, record, watch.lag)
         phase_start = record.end
     journal.status = "aborted" if journal.stop else "completed"
+
+
+def _check_baseline(loaded: LoadedExperiment, options: RunOptions, store: SampleStore, journal: Journal,
+                    report: Reporter, baseline: PhaseRecord, lag: int) -> None:
+    """Steady state before the method: no fault goes into a system that was not steady without it.
+    Judged on the baseline's complete seconds (the load reports each a moment after it ends)."""
+    experiment = loaded.experiment
+    start = int(baseline.start + experiment.steady_state.warmup)
+    problem = baseline_problem(experiment, store.snapshot(), start, int(baseline.end) - lag, journal.scrapes)
+    if problem is None:
+        return
+    if options.allow_unhealthy_baseline:
+        report(f"[{baseline.name}] {problem}; injecting the faults anyway (--allow-unhealthy-baseline)")
+        return
+    raise BaselineNotSteady(f"{problem}: no fault was injected, since the experiment cannot be conducted on a "
+                            "system that is not steady without it",
+                            hint="fix the system under test or the SLO, or pass --allow-unhealthy-baseline")
 
 
 def _stopper(stop: Callable[[], None]) -> Callable[[bool], list[str]]:
@@ -370,13 +391,14 @@ class Watch:
         self.store, self.journal, self.load, self.runtime, self.backend = store, journal, load, runtime, backend
         self.loaded, self.expected_down = loaded, expected_down
         self.queries = queries_of(loaded.experiment)
+        # a distributed load reports a second about a second later: read only seconds that are complete
+        self.lag = 2 if loaded.experiment.load.distributed else 1
 
     def until(self, deadline: float, *, stop_conditions: bool) -> bool:
         """Returns True when a stop condition fired."""
         experiment, journal = self.loaded.experiment, self.journal
         next_check = next_watch = 0.0
-        # a distributed load reports a second about a second later: read only seconds that are complete
-        lag = 2 if experiment.load.distributed else 1
+        lag = self.lag
         while True:
             now = clock.now()
             if now >= deadline:
@@ -406,6 +428,7 @@ class Watch:
 
 
 def _revert(fault: AppliedFault, journal: Journal, report: Reporter) -> None:
+    began = clock.now()
     try:
         fault.revert()
     except AichaosError as exc:
@@ -413,8 +436,10 @@ def _revert(fault: AppliedFault, journal: Journal, report: Reporter) -> None:
         journal.errors.append(f"could not revert {fault.description}: {exc.message}")
         report(f"[{fault.phase}] FAILED to revert {fault.description}: {exc.message}")
         return
-    journal.event("fault_reverted", fault.phase, fault.description, fault.reverted_at or time.time())
-    report(f"[{fault.phase}] reverted {fault.description}")
+    took = (fault.reverted_at or clock.now()) - began
+    fault.detail["revert_s"] = round(took, 3)  # a restart and its readiness wait are part of the recovery
+    journal.event("fault_reverted", fault.phase, fault.description, fault.reverted_at or clock.now())
+    report(f"[{fault.phase}] reverted {fault.description}" + (f" (took {took:.1f}s)" if took >= 0.05 else ""))
 
 
 def _reverter(fault: AppliedFault, journal: Journal, report: Reporter) -> Callable[[bool], list[str]]:

@@ -25,6 +25,9 @@ def run(
     build_arg: list[str] = typer.Option([], "--build-arg", help="Docker build arg KEY=VALUE (repeatable)."),
     allow_external: bool = typer.Option(False, "--allow-external",
                                         help="Let container faults act on containers this run did not start."),
+    allow_unhealthy_baseline: bool = typer.Option(
+        False, "--allow-unhealthy-baseline",
+        help="Inject the faults even when the baseline was not steady (by default the run stops, exit 3)."),
 ) -> None:
     """Run an experiment: stand up the stack, drive load, inject faults, report the verdict."""
     from contextlib import ExitStack
@@ -63,7 +66,7 @@ def run(
         term.warning(f"run {stale.run_id} {why} ({stale.path}); `aichaos cleanup --run {stale.run_id}` stops it")
     options = RunOptions(runs_dir=runs_dir, run_dir=run_dir, toxiproxy_url=toxiproxy_url,
                          keep_stack=keep_stack, runtime=runtime, network=network, seed=seed, build_args=build_args,
-                         allow_external=allow_external)
+                         allow_external=allow_external, allow_unhealthy_baseline=allow_unhealthy_baseline)
     with ExitStack() as held:  # the run directory stays locked until its reports are written
         try:
             journal = run_experiment(loaded, options, report=term.info, held=held)
