@@ -220,9 +220,9 @@ class Engine:
     def add(self, seq: Sequence) -> None:
         """Queue a request; raises QueueFull at once when the admission queue is full, EngineDead
         when the loop has stopped."""
-        if not self.alive:
-            raise EngineDead(self.dead or "engine stopped")
-        with self._lock:
+        with self._lock:  # under the lock that a dying loop takes to fail what it holds: none is left behind
+            if not self.alive:
+                raise EngineDead(self.dead or "engine stopped")
             if len(self.waiting) + len(self._incoming) >= self.config.max_waiting:
                 raise QueueFull(f"{self.config.max_waiting} requests already waiting")
             if seq.params.seed is not None:
@@ -285,6 +285,7 @@ class Engine:
                     raise EngineCrash("engine crashed (fault injected)")
                 if self.faults.hang:
                     self._wake.wait(0.05)
+                    self._wake.clear()  # requests arriving meanwhile wait: the next step takes them
                     continue
                 if not self._step():
                     self._wake.wait(0.1)
@@ -395,6 +396,8 @@ class Engine:
                 logits = logits[live]
                 decoding = [decoding[i] for i in live]
             self._emit(decoding, logits, outputs, now)
+            if not decoding and not admitted:
+                time.sleep(0.005)  # every running stream is stalled: no need to spin at full speed
             if self.faults.decode_delay_ms:
                 time.sleep(self.faults.decode_delay_ms / 1000)
         for out in outputs:
