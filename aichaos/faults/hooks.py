@@ -6,6 +6,12 @@ faults it names; both need ``Authorization: Bearer <token>``. Keys: ``slowdown``
 ``error_fraction`` (0..1) and ``error_status``, ``hang`` (bool), ``oom_next_batch`` (bool),
 ``version`` (the model version served). aichaos reads the current values before it sets any, and
 reverts by posting those values back, so two faults on one service revert independently.
+
+The sample LLM server (sample_stack/llm_server.py) speaks the same protocol: ``slowdown``,
+``error_fraction``/``error_status`` and ``hang`` as above (so the faults here work on it), and
+``decode_delay_ms``, ``stall_after_tokens``/``stall_ms``, ``error_midstream``, ``kv_cache_blocks``,
+``crash`` (the engine loop dies, the HTTP front stays up; false restarts it), ``unload`` (the next
+request waits for a cold start of ``cold_start_ms``); its docstring says what each does.
 """
 
 from __future__ import annotations
