@@ -390,3 +390,20 @@ def test_router_falls_back_on_an_engine_crash_and_a_dead_replica(llm_stack: LlmS
         assert got[-1]["choices"][0]["finish_reason"] == "length"
     assert metric(router, 'router_breaker_state{replica="replica-a"}') == 2
     assert metric(router, 'router_breaker_opened_total{replica="replica-a"}') >= 1
+
+
+def test_aichaos_hook_faults_apply_and_revert_on_the_llm_server(llm: Server) -> None:
+    from aichaos.experiment.model import InferenceErrorsFault, InferenceHangFault, InferenceSlowdownFault
+    from aichaos.faults.hooks import HookClient, apply_hook_fault
+
+    client = HookClient(llm.url + "/admin/faults", TOKEN)
+    before = client.get()
+    faults = [InferenceSlowdownFault(type="inference_slowdown", service="llm", factor=4),
+              InferenceErrorsFault(type="inference_errors", service="llm", fraction=0.5),
+              InferenceHangFault(type="inference_hang", service="llm")]
+    applied = [apply_hook_fault(f, "fault", client) for f in faults]
+    state = client.get()
+    assert (state["slowdown"], state["error_fraction"], state["hang"]) == (4, 0.5, True)
+    for fault in reversed(applied):
+        fault.revert()
+    assert client.get() == before
