@@ -185,7 +185,7 @@ def test_requests_are_batched_continuously(llm: Server) -> None:
 
 
 def test_full_admission_queue_answers_429_with_retry_after(narrow: Server) -> None:
-    narrow.faults(decode_delay_ms=40)
+    narrow.faults(decode_delay_ms=100)
     try:
         def one(_: int) -> tuple[int, str | None, float]:
             started = time.monotonic()
