@@ -174,7 +174,6 @@ class Engine:
         self.generation_tokens = 0
         self.cold_starts = 0
         self.steps = 0
-        self.last_step = time.monotonic()
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -192,9 +191,13 @@ class Engine:
             return
         self.start()
 
-    def stop(self) -> None:
+    def request_stop(self) -> None:
+        """Stop after the current step (what is in flight fails with a shutdown error); returns at once."""
         self._stop = True
         self._wake.set()
+
+    def stop(self) -> None:
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(10)
 
@@ -407,7 +410,6 @@ class Engine:
         if self.faults.slowdown > 1:
             time.sleep(elapsed * (self.faults.slowdown - 1))
         self.steps += 1
-        self.last_step = time.monotonic()
         if self.observer is not None:
             self.observer.step(batch, prefill_tokens, len(decoding), time.perf_counter() - started)
         if outputs:

@@ -52,6 +52,7 @@ import os
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 import torch
@@ -154,7 +155,10 @@ class LLMServer:
     def _deliver(self, outputs: list[Output]) -> None:
         """On the engine's thread: one wake-up of the event loop per step."""
         assert self.loop is not None
-        self.loop.call_soon_threadsafe(self._dispatch, outputs)
+        try:
+            self.loop.call_soon_threadsafe(self._dispatch, outputs)
+        except RuntimeError:  # the event loop has closed: the server is shutting down, nobody waits
+            pass
 
     def _dispatch(self, outputs: list[Output]) -> None:
         now = self.loop.time() if self.loop is not None else 0.0
@@ -404,8 +408,23 @@ def main(argv: list[str] | None = None) -> None:
     disable_created_metrics()  # the *_created series only clutter a sample server's page
     server = LLMServer(args)
     log.info("serving %s (%s) on %s:%d", args.model_name, args.model_size, args.host, args.port)
-    uvicorn.run(server.app, host=args.host, port=args.port, loop="uvloop", http="httptools", log_level="warning",
-                access_log=False, backlog=2048, timeout_keep_alive=30, timeout_graceful_shutdown=2)
+    config = uvicorn.Config(server.app, host=args.host, port=args.port, loop="uvloop", http="httptools",
+                            log_level="warning", access_log=False, backlog=2048, timeout_keep_alive=30,
+                            timeout_graceful_shutdown=2)
+    Front(config, server.engine).run()
+
+
+class Front(uvicorn.Server):
+    """uvicorn, stopping the engine first on SIGTERM/SIGINT: the streams in flight end at once with an
+    error event instead of holding the shutdown until uvicorn's grace period cancels them."""
+
+    def __init__(self, config: uvicorn.Config, engine: Engine) -> None:
+        super().__init__(config)
+        self.engine = engine
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.engine.request_stop()
+        super().handle_exit(sig, frame)
 
 
 if __name__ == "__main__":
