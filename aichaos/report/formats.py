@@ -22,6 +22,7 @@ from rich.markup import escape as markup_escape
 from rich.table import Table as RichTable
 
 from aichaos.metrics.analysis import Metrics
+from aichaos.metrics.hypothesis import format_value
 from aichaos.report.journal import Journal
 
 
@@ -115,19 +116,27 @@ FAULT_HEADERS = ["fault phase", "time to detect", "time to recover", "p50 change
 
 
 def junit_xml(journal: Journal) -> str:
-    """One test suite per run, one test case per gate (errors and interrupts as a failing case)."""
+    """One test suite per run: one test case per gate, one per bound of the SLO (``slo.METRIC``, from
+    journals of version 4 on: ``aichaos.metrics.hypothesis``) with the value measured in each phase in
+    its message (a passing case carries it as its output), and errors and interrupts as a failing case."""
+    suite = quoteattr(journal.experiment.get("name", "experiment"))
     cases: list[str] = []
     for g in journal.gates:
         name = quoteattr(f"{g.name}[{g.phase}]" if g.phase else g.name)
         body = "" if g.passed else (
             f'<failure message={quoteattr(f"{g.value} (limit {g.limit})")}>{escape(g.detail)}</failure>')
-        cases.append(f"    <testcase classname={quoteattr(journal.experiment.get('name', 'experiment'))} "
-                     f"name={name}>{body}</testcase>")
+        cases.append(f"    <testcase classname={suite} name={name}>{body}</testcase>")
+    for slo in journal.slos:
+        measured = ", ".join(f"{phase} {format_value(slo.metric, value)}" for phase, value in slo.values.items())
+        message = f"{measured} (limit {slo.limit})"
+        body = (f"<system-out>{escape(message)}; {escape(slo.detail)}</system-out>" if slo.held else
+                f"<failure message={quoteattr(message)}>{escape(slo.detail)}</failure>")
+        cases.append(f"    <testcase classname={suite} name={quoteattr('slo.' + slo.metric)}>{body}</testcase>")
     if journal.verdict in ("error", "interrupted"):
         message = "; ".join(journal.errors) or journal.verdict
-        cases.append(f"    <testcase classname={quoteattr(journal.experiment.get('name', 'experiment'))} "
+        cases.append(f"    <testcase classname={suite} "
                      f"name=\"run\"><error message={quoteattr(message)}/></testcase>")
-    failures = sum(1 for g in journal.gates if not g.passed)
+    failures = sum(1 for g in journal.gates if not g.passed) + sum(1 for s in journal.slos if not s.held)
     errors = 1 if journal.verdict in ("error", "interrupted") else 0
     duration = (journal.ended_at or journal.started_at) - journal.started_at
     return (
@@ -292,9 +301,12 @@ def summary_text(journal: Journal, width: int = TEXT_WIDTH) -> str:
 
 
 # ---------------------------------------------------------------- the registry
+from aichaos.report.html import html_report  # noqa: E402 (a module of its own, which reads the tables above)
+
 FORMATS: dict[str, Callable[[Journal], str]] = {
     "text": summary_text,
     "json": json_text,
     "junit": junit_xml,
     "md": markdown,
+    "html": html_report,
 }

@@ -10,8 +10,11 @@ that could not be injected or reverted). Verdicts: ``pass``, ``fail``, ``error``
 
 Versions: 2 added scraped service metrics, offered rate, users and error budget per phase; 3 adds
 each phase's scraped-metric summary (``service_metrics``) and the load ratio as recorded, so that
-reports read them instead of recomputing. ``read_journal`` reads versions 2 and 3 (a version 2
-journal gets its summaries computed from its scrapes, as the reports of that version did).
+reports read them instead of recomputing; 4 adds how each bound of the SLO fared (``slos``, from
+``aichaos.metrics.hypothesis``), which JUnit shows as one test case each. ``read_journal`` reads
+versions 2 to 4 (a version 2 journal gets its summaries computed from its scrapes, as the reports of
+that version did; journals before 4 have no ``slos`` and render without those test cases, as their
+runs wrote them).
 Version 1 journals are refused: their runs printed other tables, which cannot be reproduced.
 """
 
@@ -30,6 +33,7 @@ from aichaos.errors import EnvironmentFailure, ExitCode, UsageError
 from aichaos.experiment.loader import LoadedExperiment
 from aichaos.experiment.model import Experiment
 from aichaos.metrics.analysis import Metrics, Window
+from aichaos.metrics.hypothesis import SloResult, slo_results
 from aichaos.metrics.samples import Bucket
 from aichaos.metrics.scrape import ScrapeStore, parse_selector
 from aichaos.metrics.verdict import (
@@ -45,8 +49,8 @@ from aichaos.metrics.verdict import (
 __all__ = ["JOURNAL_VERSION", "READABLE_VERSIONS", "FaultResult", "GateResult", "Journal", "PhaseRecord",
            "analyse", "evaluate_gates", "read_journal"]
 
-JOURNAL_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+JOURNAL_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 
 
 @dataclass
@@ -122,6 +126,7 @@ class Journal:
     # the rules the verdict was judged by: the hypothesis, the minimum samples of a percentile, the
     # error bound and whether it was the default (absent from journals written before them)
     rules: dict[str, Any] = field(default_factory=dict)
+    slos: list[SloResult] = field(default_factory=list)  # each judged bound of the SLO (version 4 on)
 
     @classmethod
     def start(cls, run_id: str, run_dir: Path, loaded: LoadedExperiment) -> Journal:
@@ -178,6 +183,7 @@ class Journal:
             "offered_rps": [{"second": s, "rate": r} for s, r in sorted(self.offered.items())],
             "scrapes": self.scrapes.to_json(),
             **({"rules": self.rules} if self.rules else {}),
+            **({"slos": [r.to_json() for r in self.slos]} if self.slos else {}),
         }
 
     @classmethod
@@ -219,6 +225,7 @@ class Journal:
             users={int(e["second"]): e["users"] for e in data["users"]},
             offered={int(e["second"]): e["rate"] for e in data["offered_rps"]},
             rules=dict(data.get("rules") or {}),
+            slos=[SloResult.from_json(r) for r in data.get("slos") or ()],
             scrapes=ScrapeStore.from_json(data["scrapes"]),
             error_budget_spent=data["error_budget_spent"],
             baseline=None if baseline is None else Metrics.from_json(baseline),
@@ -313,6 +320,8 @@ def analyse(journal: Journal, experiment: Experiment) -> None:
     journal.windows = result.windows
     journal.fault_results = result.fault_results
     journal.gates = result.gates
+    journal.slos = slo_results(slo, result.baseline, [(p.name, p.metrics) for p in journal.phases],
+                               result.windows, int(journal.phases[0].end))
 
 
 def evaluate_gates(journal: Journal, experiment: Experiment) -> list[GateResult]:

@@ -68,7 +68,7 @@ def test_a_version_2_journal_reads_into_the_current_version_and_round_trips(run,
     old = json.loads((FIXTURES / run / "journal.json").read_text())
     journal = Journal.from_json(old)
     current = journal.to_json()
-    assert current["journal_version"] == JOURNAL_VERSION == 3
+    assert current["journal_version"] == JOURNAL_VERSION == 4
     # nothing the old journal said is lost or changed; the phases gain their service-metric summary
     for key, value in old.items():
         if key not in ("journal_version", "phases"):
@@ -155,16 +155,16 @@ def test_report_cli_refuses_an_unreadable_version_with_exit_2(tmp_path):
     result = runner.invoke(app, ["report", str(path)])
     assert result.exit_code == ExitCode.INVALID
     assert f"{path}: journal version 1 cannot be read" in result.stderr
-    assert "reads versions 2 to 3" in result.stderr
+    assert f"reads versions 2 to {JOURNAL_VERSION}" in result.stderr
     assert result.stdout == ""
 
 
 def test_report_cli_missing_file_and_unknown_format_exit_2(tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "nope.json")])
     assert result.exit_code == ExitCode.INVALID and "nope.json: no such file" in result.stderr
-    result = runner.invoke(app, ["report", str(FIXTURES / "completed"), "--format", "html"])
+    result = runner.invoke(app, ["report", str(FIXTURES / "completed"), "--format", "pdf"])
     assert result.exit_code == ExitCode.INVALID
-    assert "--format must be one of text, json, junit, md, not 'html'" in result.stderr
+    assert "--format must be one of text, json, junit, md, html, not 'pdf'" in result.stderr
 
 
 def test_report_cli_prints_or_writes_each_format(tmp_path):
