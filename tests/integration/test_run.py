@@ -252,7 +252,9 @@ def test_sample_stack_model_latency_spike(tmp_path):
     added = phases["fault"]["p50_ms"] - phases["baseline"]["p50_ms"]
     assert added == pytest.approx(300, rel=0.2), phases
     assert phases["fault"]["error_rate"] == 0
-    assert j["fault_results"][0]["time_to_recover_s"] is not None
+    fault = j["fault_results"][0]
+    # steady throughout ("not degraded": the SLO held), or steady again after the revert
+    assert fault["degraded"] is False or fault["time_to_recover_s"] is not None
     assert_nothing_left(j)
 
 
