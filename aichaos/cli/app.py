@@ -32,6 +32,12 @@ app = typer.Typer(
 proxy_app = typer.Typer(help="The builtin Toxiproxy-compatible fault proxy.", no_args_is_help=True,
                         rich_markup_mode=None)
 app.add_typer(proxy_app, name="proxy")
+stack_app = typer.Typer(help="Game days: bring a stack up and leave it up, see it, take it down.",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(stack_app, name="stack")
+fault_app = typer.Typer(help="Game days: inject, list and clear faults on the stack that is up.",
+                        no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(fault_app, name="fault")
 
 
 def _version(value: bool) -> None:
@@ -54,11 +60,13 @@ def _root(
 def _register() -> None:
     from aichaos.cli import (
         cmd_cleanup,
+        cmd_fault,
         cmd_init,
         cmd_proxy,
         cmd_report,
         cmd_run,
         cmd_schema,
+        cmd_stack,
         cmd_validate,
         cmd_worker,
     )
@@ -71,6 +79,12 @@ def _register() -> None:
     app.command("cleanup")(cmd_cleanup.cleanup)
     app.command("worker")(cmd_worker.worker)
     proxy_app.command("serve")(cmd_proxy.serve)
+    stack_app.command("up", epilog=EXIT_CODES)(cmd_stack.up)
+    stack_app.command("status")(cmd_stack.status)
+    stack_app.command("down")(cmd_stack.down)
+    fault_app.command("inject", epilog=EXIT_CODES)(cmd_fault.inject)
+    fault_app.command("list")(cmd_fault.list_)
+    fault_app.command("clear")(cmd_fault.clear)
 
 
 _register()
