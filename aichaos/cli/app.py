@@ -60,6 +60,7 @@ def _root(
 def _register() -> None:
     from aichaos.cli import (
         cmd_cleanup,
+        cmd_compare,
         cmd_fault,
         cmd_init,
         cmd_proxy,
@@ -68,11 +69,13 @@ def _register() -> None:
         cmd_schema,
         cmd_stack,
         cmd_validate,
+        cmd_watch,
         cmd_worker,
     )
 
     app.command("run", epilog=EXIT_CODES)(cmd_run.run)
     app.command("report")(cmd_report.report)
+    app.command("compare")(cmd_compare.compare)
     app.command("validate", epilog=EXIT_CODES)(cmd_validate.validate)
     app.command("init")(cmd_init.init)
     app.command("schema")(cmd_schema.schema)
@@ -85,6 +88,7 @@ def _register() -> None:
     fault_app.command("inject", epilog=EXIT_CODES)(cmd_fault.inject)
     fault_app.command("list")(cmd_fault.list_)
     fault_app.command("clear")(cmd_fault.clear)
+    app.command("watch", epilog=EXIT_CODES)(cmd_watch.watch)
 
 
 _register()
