@@ -57,6 +57,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Reporter = Callable[[str], None]
+# called about ten times a second while the load runs, with the journal as it grows, the samples so far
+# and the time: a live view (aichaos.cli.live) draws from them; a failure in it is logged, never fatal
+Progress = Callable[[Journal, SampleStore, float], None]
 LoadFactory = Callable[[dict[str, Any], Path, SampleStore], LoadDriver]
 
 
@@ -98,7 +101,8 @@ def _new_run_dir(options: RunOptions, experiment: Experiment) -> tuple[str, Path
 
 
 def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Reporter = print,
-                   load_factory: LoadFactory | None = None, held: ExitStack | None = None) -> Journal:
+                   load_factory: LoadFactory | None = None, held: ExitStack | None = None,
+                   progress: Progress | None = None) -> Journal:
     """Run one experiment end to end. Never raises for a run that started: errors end up in the journal,
     except ``JournalNotWritten`` when the journal itself cannot be written. Raises a UsageError, before
     anything starts, when the run directory is in use by another run or holds a killed run's state.
@@ -110,11 +114,11 @@ def run_experiment(loaded: LoadedExperiment, options: RunOptions, report: Report
     with ExitStack() as own:
         (held if held is not None else own).callback(lock.release)
         own.enter_context(labelled_children(run_id))
-        return _run(loaded, options, report, load_factory, run_id, run_dir)
+        return _run(loaded, options, report, load_factory, run_id, run_dir, progress)
 
 
 def _run(loaded: LoadedExperiment, options: RunOptions, report: Reporter, load_factory: LoadFactory | None,
-         run_id: str, run_dir: Path) -> Journal:
+         run_id: str, run_dir: Path, progress: Progress | None = None) -> Journal:
     experiment = loaded.experiment
     journal = Journal.start(run_id, run_dir, loaded)
     state = RunState(run_dir / "state.json", run_id)
@@ -138,7 +142,7 @@ def _run(loaded: LoadedExperiment, options: RunOptions, report: Reporter, load_f
             })
             state.save()
             _execute(loaded, options, report, journal, state, store, session, kind, setup,
-                     load_factory or _locust_load)
+                     load_factory or _locust_load, progress)
         except Interrupted as exc:
             journal.status = "interrupted"
             journal.errors.append(str(exc))
@@ -218,7 +222,7 @@ def _locust_load(spec: dict[str, Any], log_path: Path, store: SampleStore) -> Lo
 
 def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, journal: Journal,
              state: RunState, store: SampleStore, session: RunSession, kind: RuntimeKind, setup: RuntimeSetup,
-             load_factory: LoadFactory) -> None:
+             load_factory: LoadFactory, progress: Progress | None = None) -> None:
     from aichaos.load.generator import load_spec
     from aichaos.load.schedule import plan_load
     from aichaos.runtime.base import StackHandle, bring_up
@@ -262,6 +266,8 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         state.proxies = [p.name for p in handle.proxies.values()]
         state.save()
 
+    for note in loaded.notes:  # what a Compose file's reading inferred or ignored
+        report(note)
     report(f"starting stack {loaded.stack_path} ({', '.join(loaded.stack.start_order())})")
     bring_up(loaded.stack, runtime, client, handle, on_started=record_started)
     record_started()
@@ -269,15 +275,17 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     facts, note = runtime.stack_facts()
     journal.environment.update(facts)
     journal.services = {n: {"port": s.port, "pid": s.pid, "container": s.container,
-                            "ready_after_s": round(s.ready_after_s, 3), "log": str(s.log_path)}
+                            "ready_after_s": round(s.ready_after_s, 3), "log": str(s.log_path),
+                            **({"ports": s.ports} if len(s.ports) > 1 else {}),
+                            **({"gpus": s.gpus} if s.gpus else {})}
                         for n, s in handle.services.items()}
     journal.proxies = {edge: {"proxy": p.name, "listen": p.listen, "upstream": p.upstream,
                               "address": handle.addresses.get(edge)}
                        for edge, p in handle.proxies.items()}
     report(f"stack ready in {journal.stack_ready_s:.1f}s{note}")
 
-    targets = {name: f"http://{s.host}:{s.port}{loaded.stack.services[name].metrics}"
-               for name, s in handle.services.items() if loaded.stack.services[name].metrics}
+    targets = {name: f"http://{s.host}:{s.port_of(service.metrics_port)}{service.metrics_path}"
+               for name, s in handle.services.items() if (service := loaded.stack.services[name]).metrics}
     scraper = Scraper(targets, journal.scrapes)
     scraper.start()
     session.started("scraper", _stopper(scraper.stop))
@@ -322,7 +330,7 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
                       (f" + {experiment.load.remote_workers} remote" if experiment.load.remote_workers else "") +
                       f", master {spec['master_bind']}:{spec['master_port']}")
     report(f"load: {load_kind} against {experiment.load.target}; baseline starts in {t0 - clock.now():.1f}s")
-    watch = Watch(store, journal, load, runtime, backend, loaded, context.expected_down)
+    watch = Watch(store, journal, load, runtime, backend, loaded, context.expected_down, progress)
     watch.until(t0, stop_conditions=False)
 
     phase_start = t0
@@ -387,9 +395,10 @@ class Watch:
     stop conditions."""
 
     def __init__(self, store: SampleStore, journal: Journal, load: LoadDriver, runtime: Runtime,
-                 backend: ProxyBackend, loaded: LoadedExperiment, expected_down: set[str]) -> None:
+                 backend: ProxyBackend, loaded: LoadedExperiment, expected_down: set[str],
+                 progress: Progress | None = None) -> None:
         self.store, self.journal, self.load, self.runtime, self.backend = store, journal, load, runtime, backend
-        self.loaded, self.expected_down = loaded, expected_down
+        self.loaded, self.expected_down, self.progress = loaded, expected_down, progress
         self.queries = queries_of(loaded.experiment)
         # a distributed load reports a second about a second later: read only seconds that are complete
         self.lag = 2 if loaded.experiment.load.distributed else 1
@@ -424,6 +433,11 @@ class Watch:
                     journal.stop = fired
                     journal.event("stop_condition", "", fired, now)
                     return True
+            if self.progress is not None:
+                try:
+                    self.progress(journal, self.store, now)
+                except Exception:  # a view must never fail a run
+                    log.warning("the progress hook failed", exc_info=True)
             clock.sleep(min(0.1, max(0.0, deadline - now)))
 
 

@@ -19,7 +19,7 @@ from pydantic_core import ErrorDetails
 
 from aichaos.errors import ExperimentError, Problem
 from aichaos.experiment.model import Experiment
-from aichaos.experiment.stack import Stack
+from aichaos.experiment.stack import Edge, Stack
 from aichaos.experiment.yamlpos import KeyPath, Located, describe_value, format_path, load_yaml, parse_yaml
 
 
@@ -29,6 +29,7 @@ class LoadedExperiment:
     experiment: Experiment
     stack_path: Path
     stack: Stack
+    notes: tuple[str, ...] = ()  # what loading the stack inferred or ignored (a Compose file's edges), to print
 
 
 def _model_at(model: Any, loc: tuple[Any, ...]) -> tuple[Any, KeyPath]:
@@ -305,9 +306,32 @@ def _attributed(problems: list[Problem], original: Located, overridden: dict[Key
 
 
 def load_stack(path: Path) -> Stack:
+    return load_stack_notes(path)[0]
+
+
+def load_stack_notes(path: Path, edges: dict[str, Edge] | None = None) -> tuple[Stack, list[str]]:
+    """The stack of an aichaos stack file or a Compose file (``aichaos.experiment.compose``), with
+    ``edges`` (the experiment's) added, and notes on what was inferred or ignored."""
+    from aichaos.experiment.compose import compose_to_stack, is_compose_file
+
     located = load_yaml(path)
+    notes: list[str] = []
+    if is_compose_file(path):
+        read = compose_to_stack(located, path.parent, edges)
+        notes = read.notes
+        located = Located(located.file, read.data, located.lines)
+        edges = None  # wired by compose_to_stack, with the addresses the environment holds
+    elif edges and isinstance(located.data, dict):
+        data = copy.deepcopy(located.data)
+        for key, edge in edges.items():
+            dependent, _, dep = key.partition("->")
+            service = (data.get("services") or {}).get(dependent)
+            if isinstance(service, dict):
+                service.setdefault("depends_on", {})[dep] = edge.model_dump(exclude_none=True)
+                notes.append(f"edge {key}: {edge.env} through the fault proxy (declared in the experiment)")
+        located = Located(located.file, data, located.lines)
     stack: Stack = _validate(located, Stack)
-    return stack
+    return stack, notes
 
 
 def load_experiment(path: Path | str, overrides: list[str] | None = None) -> LoadedExperiment:
@@ -335,11 +359,11 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Loa
         problem = Problem(str(path), stack_line, "stack", f"stack file {experiment.stack!r} {what} "
                                                           f"(looked at {stack_path})")
         raise ExperimentError([_blamed(problem, overridden)])
-    stack = load_stack(stack_path)
+    stack, notes = load_stack_notes(stack_path, experiment.edges)
     problems = [_blamed(p, overridden) for p in _references(experiment, stack, located)]
     if problems:
         raise ExperimentError(problems)
-    return LoadedExperiment(path=path, experiment=experiment, stack_path=stack_path, stack=stack)
+    return LoadedExperiment(path=path, experiment=experiment, stack_path=stack_path, stack=stack, notes=tuple(notes))
 
 
 def _references(experiment: Experiment, stack: Stack, located: Located) -> list[Problem]:
@@ -383,8 +407,9 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
     return problems
 
 
-def json_schema() -> dict[str, Any]:
-    schema = Experiment.model_json_schema(by_alias=True)
+def json_schema(stack: bool = False) -> dict[str, Any]:
+    """The JSON Schema of the experiment format, or with ``stack`` of the stack file format."""
+    schema = (Stack if stack else Experiment).model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "aichaos experiment"
+    schema["title"] = "aichaos stack" if stack else "aichaos experiment"
     return schema

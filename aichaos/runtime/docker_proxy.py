@@ -99,14 +99,16 @@ def start_proxy_container(runtime: DockerRuntime, build_args: dict[str, str], lo
         image = _builtin_image(client, build_args)
         kind, command = "builtin-container", ["--host", bind, "--port", str(port)]
     try:
-        container = client.containers.run(image, command=command, detach=True,
-                                          name=f"aichaos-{run_id}-fault-proxy",
-                                          labels={RUN_LABEL: run_id, SERVICE_LABEL: "fault-proxy"},
-                                          **network)
+        container = client.containers.create(image, command=command,
+                                             name=f"aichaos-{run_id}-fault-proxy",
+                                             labels={RUN_LABEL: run_id, SERVICE_LABEL: "fault-proxy"},
+                                             **network)
+        runtime.join_networks(container, PROXY_ALIAS)  # the stack's own networks too: it reaches every service
+        container.start()
     except DockerException as exc:
         raise ProxyError(f"could not start the fault proxy container from {image}: {exc}") from exc
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    return kind, f"http://127.0.0.1:{port}", container
+    return kind, f"http://{runtime.host}:{port}", container
 
 
 def stop_proxy_container(container: Any, log_path: Path) -> list[str]:

@@ -256,7 +256,8 @@ class FakeRuntime:
     def peer_address(self, name: str, port: int) -> str:
         return f"127.0.0.1:{port}"
 
-    def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService:
+    def start_service(self, name: str, service: Service, port: int, env: dict[str, str],
+                      ports: dict[str, int] | None = None) -> RunningService:
         self.world.op("start", name)
         self.world.running.add(name)
         self.world.started.add(name)

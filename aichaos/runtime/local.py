@@ -16,8 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aichaos.errors import StackStartError
-from aichaos.experiment.stack import Service
+from aichaos.errors import StackStartError, UsageError
+from aichaos.experiment.stack import Service, Stack
 from aichaos.interrupts import deferred
 from aichaos.logtail import tail
 from aichaos.ports import free_port
@@ -62,6 +62,16 @@ class LocalKind(RuntimeKind):
     name = "local"
     summary = "local processes"
 
+    def unsuitable(self, stack: Stack) -> str | None:
+        commandless = [n for n, s in stack.services.items() if s.command is None and s.local is None]
+        return f"{', '.join(commandless)} has no command" if commandless else None
+
+    def check(self, setup: RuntimeSetup) -> None:
+        why = self.unsuitable(setup.stack)
+        if why is not None:
+            raise UsageError(f"the local runtime runs each service's command, and {why}",
+                             hint="give the service a command, or use runtime: docker")
+
     def open(self, setup: RuntimeSetup) -> LocalRuntime:
         return LocalRuntime(setup.run_dir, setup.stack_dir)
 
@@ -76,7 +86,7 @@ class LocalRuntime:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.services: dict[str, Service] = {}
         self.logs: dict[str, Path] = {}
-        self.launch: dict[str, tuple[Service, int, dict[str, str]]] = {}  # what restart_service repeats
+        self.launch: dict[str, tuple[Service, int, dict[str, str], dict[str, int] | None]] = {}  # for restarts
 
     def peer_address(self, name: str, port: int) -> str:
         return f"127.0.0.1:{port}"
@@ -96,23 +106,29 @@ class LocalRuntime:
     def close_network(self) -> list[str]:
         return []  # processes share the host's network: nothing was made
 
-    def _argv(self, service: Service, port: int) -> list[str]:
-        argv = list(service.local.command if service.local else service.command)
+    def _argv(self, service: Service, port: int, ports: dict[str, int] | None) -> list[str]:
+        argv = list(service.local.command if service.local else service.command or [])
         if argv and argv[0] in ("python", "python3"):
             argv[0] = sys.executable  # the interpreter aichaos runs in, with the project installed
-        return [substitute(a, port) for a in argv]
+        return [substitute(a, port, ports=ports) for a in argv]
 
-    def start_service(self, name: str, service: Service, port: int, env: dict[str, str]) -> RunningService:
+    def start_service(self, name: str, service: Service, port: int, env: dict[str, str],
+                      ports: dict[str, int] | None = None) -> RunningService:
         log_path = self.run_dir / "logs" / f"{name}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv = self._argv(service, port)
+        argv = self._argv(service, port, ports)
+        if not argv:
+            raise StackStartError(f"service {name!r} has no command to run as a local process",
+                                  hint=f"give services.{name}.command, or use runtime: docker")
         pythonpath = os.pathsep.join(p for p in (str(self.stack_dir.parent), os.environ.get("PYTHONPATH")) if p)
-        child_env = {**os.environ, "PYTHONPATH": pythonpath, **service_environment(service, port, env)}
+        child_env = {**os.environ, "PYTHONPATH": pythonpath,
+                     **service_environment(service, port, env, ports=ports, stack_dir=self.stack_dir)}
+        cwd = (self.stack_dir / service.workdir) if service.workdir else self.stack_dir
         with open(log_path, "ab") as out, deferred():
             out.write(f"# aichaos: starting {name}: {' '.join(argv)}\n".encode())
             out.flush()
             try:
-                process = subprocess.Popen(argv, cwd=self.stack_dir, env=child_env, stdout=out,
+                process = subprocess.Popen(argv, cwd=cwd, env=child_env, stdout=out,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                            start_new_session=True)
             except OSError as exc:
@@ -122,8 +138,9 @@ class LocalRuntime:
             self.processes[name] = process
             self.services[name] = service
             self.logs[name] = log_path
-            self.launch[name] = (service, port, env)
-        return RunningService(name=name, host="127.0.0.1", port=port, pid=process.pid, log_path=log_path)
+            self.launch[name] = (service, port, env, ports)
+        return RunningService(name=name, host="127.0.0.1", port=port, pid=process.pid, log_path=log_path,
+                              ports=dict(ports or {}))
 
     def exit_reason(self, name: str) -> str | None:
         """None while ``name`` runs, else why it is gone ("exited with code 1", …)."""
@@ -138,7 +155,7 @@ class LocalRuntime:
 
     def wait_ready(self, running: RunningService, service: Service) -> None:
         name = running.name
-        running.ready_after_s = wait_ready(name, running.host, running.port, service.ready,
+        running.ready_after_s = wait_ready(name, running.host, running.port_of(service.ready.port), service.ready,
                                            alive=lambda: self.exit_reason(name),
                                            logs=lambda: tail(self.logs.get(name)))
 
@@ -158,8 +175,8 @@ class LocalRuntime:
         """Kill the service (SIGKILL, a crash) and start it again on the same port with the same
         environment; the caller waits for readiness (``wait_ready``)."""
         self.kill_service(name)
-        service, port, env = self.launch[name]
-        return self.start_service(name, service, port, env)
+        service, port, env, ports = self.launch[name]
+        return self.start_service(name, service, port, env, ports)
 
     def signal_service(self, name: str, signal_name: str) -> None:
         """Send ``signal_name`` (e.g. SIGKILL) to the service's process group and wait for it to go."""

@@ -44,22 +44,36 @@ def tcp_ok(host: str, port: int, timeout: float = 1.0, hold: float = 0.0) -> boo
 
 
 def wait_ready(name: str, host: str, port: int, readiness: Readiness,
-               alive: Callable[[], str | None], logs: Callable[[], str], forwarded: bool = False) -> float:
+               alive: Callable[[], str | None], logs: Callable[[], str], forwarded: bool = False,
+               health: Callable[[], str] | None = None) -> float:
     """Wait until ``name`` is ready; returns seconds waited.
 
     ``alive`` returns None while the service runs, or why it is gone (e.g. "exited with code 1").
     ``forwarded``: the port is a forwarder's (a published docker port), see ``tcp_ok``.
+    ``health``: the container's health as the engine reports it ("starting", "healthy", "unhealthy"),
+    for ``ready: {health: true}``.
     """
     start = time.monotonic()
     deadline = start + readiness.timeout
-    probe = f"GET http://{host}:{port}{readiness.http}" if readiness.http else f"TCP {host}:{port}"
+    if readiness.health and health is None:
+        raise StackStartError(f"service {name!r} is ready when its container's healthcheck says so, and this "
+                              "runtime runs no container", hint="use runtime: docker, or another ready probe")
+    probe = (f"GET http://{host}:{port}{readiness.http}" if readiness.http else "the container's healthcheck"
+             if readiness.health else "the process running" if readiness.running else f"TCP {host}:{port}")
     while True:
         gone = alive()
         if gone is not None:
             raise StackStartError(f"service {name!r} {gone} before it was ready\n{logs()}",
                                   hint=f"run its command by hand to see why; readiness probe was {probe}")
         hold = 0.25 if forwarded else 0.0
-        ok = http_ok(host, port, readiness.http) if readiness.http else tcp_ok(host, port, hold=hold)
+        if readiness.http:
+            ok = http_ok(host, port, readiness.http)
+        elif readiness.health and health is not None:
+            ok = health() == "healthy"
+        elif readiness.running:
+            ok = True
+        else:
+            ok = tcp_ok(host, port, hold=hold)
         if ok:
             return time.monotonic() - start
         if time.monotonic() > deadline:
