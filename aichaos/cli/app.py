@@ -69,6 +69,7 @@ def _register() -> None:
         cmd_schema,
         cmd_stack,
         cmd_validate,
+        cmd_watch,
         cmd_worker,
     )
 
@@ -87,6 +88,7 @@ def _register() -> None:
     fault_app.command("inject", epilog=EXIT_CODES)(cmd_fault.inject)
     fault_app.command("list")(cmd_fault.list_)
     fault_app.command("clear")(cmd_fault.clear)
+    app.command("watch", epilog=EXIT_CODES)(cmd_watch.watch)
 
 
 _register()

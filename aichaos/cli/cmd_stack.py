@@ -25,12 +25,10 @@ def up(
     edge's proxy, and return. Faults: `aichaos fault inject`; a live view: `aichaos watch`; the end:
     `aichaos stack down` (or `aichaos cleanup`)."""
     import json
-    import secrets
-    import time
 
     from aichaos.cli.terminal import Terminal
     from aichaos.errors import AichaosError, ExitCode, ExperimentError
-    from aichaos.gameday.control import GameDay, start_keeper
+    from aichaos.gameday.control import Control
 
     term = Terminal()
     if runtime is not None and runtime not in RUNTIME_CHOICES:
@@ -40,36 +38,49 @@ def up(
         term.error(f"--network must be run or host, not {network!r}")
         raise typer.Exit(ExitCode.INVALID)
     try:
-        stack_path, default_runtime, default_url = _stack_of(file)
+        day = start_game_day(term, file, runtime, network, runs_dir, toxiproxy_url)
+        status = Control(day).status()
     except ExperimentError as exc:
         for problem in exc.problems:
             term.error(str(problem))
         raise typer.Exit(ExitCode.INVALID) from None
-    stack_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-    folder = (runs_dir / f"{stack_id}-gameday-{stack_path.stem}").resolve()
-    try:
-        (folder / "logs").mkdir(parents=True)
-    except OSError as exc:
-        term.error(f"cannot create the stack's directory {folder}: {exc.strerror or exc}")
-        raise typer.Exit(ExitCode.ENVIRONMENT) from None
-    day = GameDay(stack_id, folder, str(file.resolve()), str(stack_path), runtime or default_runtime, network,
-                  toxiproxy_url or default_url)
-    day.save()
-    term.info(f"game-day stack {stack_id}: {stack_path} (directory {folder})")
-    try:
-        status = start_keeper(day, term.info)
     except AichaosError as exc:
         term.error(str(exc))
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         term.error("interrupted: the stack was taken down")
         raise typer.Exit(ExitCode.INTERRUPTED) from None
+    stack_id = day.stack_id
     if json_out:
         term.raw(json.dumps(status, indent=2))
     else:
         print_status(term, status)
     term.success(f"stack {stack_id} is up: `aichaos fault inject TYPE --edge A->B ...`, `aichaos watch`, "
                  "`aichaos stack down`")
+
+
+def start_game_day(term: Any, file: Path, runtime: str | None, network: str | None, runs_dir: Path,
+                   toxiproxy_url: str | None) -> Any:
+    """Bring up the stack of ``file`` (a stack file or an experiment) under a keeper; its ``GameDay``."""
+    import secrets
+    import time
+
+    from aichaos.errors import EnvironmentFailure
+    from aichaos.gameday.control import GameDay, start_keeper
+
+    stack_path, default_runtime, default_url = _stack_of(file)
+    stack_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+    folder = (runs_dir / f"{stack_id}-gameday-{stack_path.stem}").resolve()
+    try:
+        (folder / "logs").mkdir(parents=True)
+    except OSError as exc:
+        raise EnvironmentFailure(f"cannot create the stack's directory {folder}: {exc.strerror or exc}") from None
+    day = GameDay(stack_id, folder, str(file.resolve()), str(stack_path), runtime or default_runtime, network,
+                  toxiproxy_url or default_url)
+    day.save()
+    term.info(f"game-day stack {stack_id}: {stack_path} (directory {folder})")
+    start_keeper(day, term.info)
+    return GameDay.read(folder)  # with the keeper's address
 
 
 def _stack_of(file: Path) -> tuple[Path, str, str | None]:

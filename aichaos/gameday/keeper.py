@@ -163,7 +163,10 @@ class Keeper:
             return {"stack_id": self.day.stack_id, "stack_file": self.day.stack_file, "source": self.day.source,
                     "folder": str(self.day.folder), "runtime": self.kind.name if self.kind else None,
                     "proxy": self.environment.get("proxy"), "services": services, "edges": edges,
-                    "faults": [f.to_json() for f in self.faults.values()], "up_since": self.actions[0].time
+                    "faults": [f.to_json() for f in self.faults.values()],
+                    "history": [{"id": i, "description": f.description, "applied_at": f.applied_at,
+                                 "reverted_at": f.reverted_at} for i, f in self.applied[-50:]],
+                    "up_since": self.actions[0].time
                     if self.actions else None, "keeper_pid": os.getpid()}
 
     def inject(self, data: dict[str, Any], for_s: float | None, allow_external: bool = False) -> dict[str, Any]:

@@ -140,3 +140,28 @@ def test_cleanup_brings_a_live_game_day_stack_down_only_when_named(stack, tmp_pa
     cleaned = ok(aichaos("cleanup", "--run", stack["stack_id"], cwd=tmp_path))
     assert "took the stack down through its keeper" in cleaned
     assert_nothing_left(stack, state_home)
+
+
+def test_watch_prints_a_timestamped_line_a_second_and_records_what_it_measured(stack, tmp_path):
+    """Not a terminal (and CI=true): plain lines on stdout, one per second, the fault in those it was
+    active in; what was measured goes into the game-day journal."""
+    load = ROOT / "tests" / "experiments" / "plain-latency.yaml"
+    watch = subprocess.Popen([*AICHAOS, "watch", "--load", str(load), "--duration", "6s"], cwd=tmp_path, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CI": "true"})
+    time.sleep(3)
+    ok(aichaos("fault", "inject", "latency", "--edge", "frontend->backend", "--set", "latency_ms=100", "--for", "2s",
+               cwd=tmp_path))
+    out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err
+    lines = out.splitlines()
+    assert len(lines) >= 4 and "\x1b" not in out, out  # no live display, no colour
+    assert all(line[:8].count(":") == 2 and " req/s · p50 " in line for line in lines), out
+    faulted = [line for line in lines if "faults: f1 latency on frontend->backend" in line]
+    assert faulted and all(line.endswith("| no faults") for line in lines if line not in faulted), out
+    assert "frontend/echo_in_flight" in out  # the stack's own scraped metrics
+
+    ok(aichaos("stack", "down", cwd=tmp_path))
+    journal = json.loads((Path(stack["folder"]) / "journal.json").read_text())
+    phases = {p["name"]: p["metrics"] for p in journal["phases"]}
+    assert phases["up"]["count"] > 0 and phases["inject f1"]["p50_ms"] > phases["up"]["p50_ms"] + 50, phases
+    assert journal["scrapes"]["series"], "the scrapes watch took are in the journal"
