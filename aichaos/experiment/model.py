@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, ValidationInfo, create_model, field_
 
 from aichaos.experiment.llm import Goodput, LlmRequest
 from aichaos.experiment.stack import Edge as StackEdge
+from aichaos.experiment.stack import Edge as StackEdge
 from aichaos.experiment.types import Duration, Strict
 from aichaos.metrics.llm import LLM_METRICS
 from aichaos.runtime.registry import RUNTIME_CHOICES
@@ -675,6 +676,10 @@ class Experiment(Strict):
     description: str = ""
     stack: str = Field(description="path of the stack file, relative to this file")
     runtime: RuntimeChoice = "auto"
+    edges: dict[Annotated[str, Field(pattern=EDGE_PATTERN)], StackEdge] = Field(
+        default_factory=dict, description="edges through the fault proxy, added to the stack's: "
+                                          "{'<dependent>-><dependency>': {env: VAR, scheme, port, replace}} (a Compose "
+                                          "stack's edges are else inferred from its environment values)")
     edges: dict[Annotated[str, Field(pattern=EDGE_PATTERN)], StackEdge] = Field(
         default_factory=dict, description="edges through the fault proxy, added to the stack's: "
                                           "{'<dependent>-><dependency>': {env: VAR, scheme, port, replace}} (a Compose "
