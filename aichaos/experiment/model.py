@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Union, get_args
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, create_model, field_validator, model_validator
 
+from aichaos.experiment.llm import Goodput, LlmRequest
 from aichaos.experiment.stack import Edge as StackEdge
 from aichaos.experiment.types import Duration, Strict
+from aichaos.metrics.llm import LLM_METRICS
 from aichaos.runtime.registry import RUNTIME_CHOICES
 
 EDGE_PATTERN = r"^[a-z][a-z0-9_-]*->[a-z][a-z0-9_-]*$"
@@ -31,10 +33,21 @@ class Wait(Strict):
 class RequestSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
-    path: str = Field(pattern=r"^/")
+    path: str = Field(pattern=r"^/", description="required, except for an llm request (its api's path)")
     weight: int = Field(1, ge=1, le=1000)
     headers: dict[str, str] = Field(default_factory=dict)
     json_body: Any = Field(None, alias="json", description="JSON body; strings may hold {{ template }} calls")
+    llm: LlmRequest | None = Field(None, description="an OpenAI-compatible request, streamed and measured token "
+                                                     "by token (POST to its api's path unless path is given)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _llm_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("llm"), dict):
+            api = data["llm"].get("api", "chat")
+            data = {"method": "POST", "path": "/v1/chat/completions" if api == "chat" else "/v1/completions",
+                    **data}
+        return data
 
     @field_validator("json_body")
     @classmethod
@@ -43,6 +56,14 @@ class RequestSpec(Strict):
 
         check_templates(value)
         return value
+
+    @model_validator(mode="after")
+    def _llm_body(self) -> RequestSpec:
+        if self.llm is not None and self.json_body is not None:
+            raise ValueError("an llm request's body comes from its llm block: give llm.extra, not json")
+        if self.llm is not None and self.method != "POST":
+            raise ValueError("an llm request is a POST")
+        return self
 
 
 class RampShape(Strict):
@@ -115,6 +136,11 @@ class Load(Strict):
                                                             "`aichaos worker --master HOST:PORT`")
     master_bind: str = Field("127.0.0.1", description="address the Locust master listens on")
     master_port: int | None = Field(None, ge=1, le=65535, description="the master's port (default: a free one)")
+    arrival: Literal["paced", "poisson"] = Field(
+        "paced", description="with rate: paced (even gaps) or poisson (exponential gaps, as LLM benchmarks drive "
+                             "load); users then caps the requests in flight")
+    goodput: Goodput | None = Field(None, description="per-request limits a request must meet to count towards "
+                                                      "goodput (LLM requests)")
 
     @field_validator("timeout")
     @classmethod
@@ -133,6 +159,10 @@ class Load(Strict):
             raise ValueError("rate paces the declared requests; a locustfile's users keep their own wait_time")
         if self.rate is not None and (self.wait.min or self.wait.max):
             raise ValueError("give either rate (pacing) or wait (think time), not both")
+        if self.arrival == "poisson" and self.rate is None:
+            raise ValueError("arrival: poisson needs a rate (requests per second in all)")
+        if self.goodput is not None and not any(r.llm for r in self.requests):
+            raise ValueError("goodput judges llm requests, and there are none")
         return self
 
     @property
@@ -150,7 +180,20 @@ class PhaseLoad(Strict):
 
 
 # ---------------------------------------------------------------- SLOs and gates
-Metric = Literal["p50_ms", "p95_ms", "p99_ms", "error_rate", "rps"]
+Metric = Literal["p50_ms", "p95_ms", "p99_ms", "error_rate", "rps",  # of every request
+                 # of LLM requests (aichaos.metrics.llm.LLM_METRICS)
+                 "ttft_p50_ms", "ttft_p95_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p95_ms", "itl_p99_ms",
+                 "tpot_p50_ms", "tpot_p95_ms", "tpot_p99_ms", "e2el_p50_ms", "e2el_p95_ms", "e2el_p99_ms",
+                 "max_gap_ms", "tokens_per_s", "goodput"]
+LLM_METRIC_DOC = {
+    "ttft": "time to first token: request sent → first chunk with content",
+    "itl": "inter-token latency: each gap between consecutive content chunks (AIPerf's 'ITL' is tpot)",
+    "tpot": "time per output token: (E2EL − TTFT) / (output tokens − 1), per request",
+    "e2el": "end-to-end latency: request sent → last chunk",
+    "max_gap_ms": "the longest gap between two chunks of any stream (a stall), ms",
+    "tokens_per_s": "output tokens per second of successful LLM requests",
+    "goodput": "LLM requests per second that met every load.goodput limit",
+}
 
 
 class Bound(Strict):
@@ -201,7 +244,36 @@ SERVICE_METRICS_DOC = ("scraped service metrics: {service: {metric: bound}}; a m
 DEFAULT_ERROR_RATE = 0.01  # the error-rate bound of an SLO that names none
 
 
-class Slo(Strict):
+def _llm_metric_fields(name: str, kind: type, limits: tuple[str, ...] = ()) -> Any:
+    """A base model with an optional ``kind`` field for each LLM metric (``LLM_METRICS``), so that SLOs,
+    degradation gates and stop conditions name them like ``p95_ms``; ``limits`` are the fields of
+    ``kind`` that must not be negative."""
+    fields: dict[str, Any] = {}
+    for metric in LLM_METRICS:
+        base, _, q = metric.partition("_p")
+        doc = LLM_METRIC_DOC.get(metric) or f"p{q.split('_')[0]} of {LLM_METRIC_DOC[base]}, ms"
+        fields[metric] = (kind | None, Field(None, description=doc))
+
+    def possible(cls: Any, value: Any, info: ValidationInfo) -> Any:
+        if value is not None:
+            _check_request_metric(info.field_name, {k: getattr(value, k) for k in limits})
+        return value
+
+    validators = {"_llm_possible": field_validator(*LLM_METRICS)(possible)} if limits else {}
+    return create_model(name, __base__=Strict, __validators__=validators, **fields)
+
+
+if TYPE_CHECKING:  # to mypy, the bases with the LLM metrics' fields are plain models
+    class _SloLlm(Strict): ...
+
+    class _DegradationLlm(Strict): ...
+
+    class _StopLlm(Strict): ...
+else:
+    _SloLlm = _llm_metric_fields("_SloLlm", Bound, ("max", "min"))
+
+
+class Slo(_SloLlm):
     p50_ms: Bound | None = None
     p95_ms: Bound | None = None
     p99_ms: Bound | None = None
@@ -274,7 +346,11 @@ class RatioLimit(Strict):
         return self
 
 
-class Degradation(Strict):
+if not TYPE_CHECKING:
+    _DegradationLlm = _llm_metric_fields("_DegradationLlm", RatioLimit)
+
+
+class Degradation(_DegradationLlm):
     p50_ms: RatioLimit | None = None
     p95_ms: RatioLimit | None = None
     p99_ms: RatioLimit | None = None
@@ -310,7 +386,11 @@ class Threshold(Strict):
         return self
 
 
-class StopCondition(Strict):
+if not TYPE_CHECKING:
+    _StopLlm = _llm_metric_fields("_StopLlm", Threshold, ("above", "below"))
+
+
+class StopCondition(_StopLlm):
     p50_ms: Threshold | None = None
     p95_ms: Threshold | None = None
     p99_ms: Threshold | None = None
@@ -654,6 +734,19 @@ class Experiment(Strict):
         if peak_rate > 1_000_000:
             raise ValueError(f"the load peaks at {peak_rate:g} requests/s (shape and traffic_spike included); "
                              "at most 1000000")
+        return self
+
+    @model_validator(mode="after")
+    def _llm_metrics_need_llm_requests(self) -> Experiment:
+        named = set(self.steady_state.slo.bounds())
+        named.update(m for c in self.stop_when for m in c.conditions())
+        if self.gates.degradation is not None:
+            named.update(self.gates.degradation.limits())
+        llm_named = sorted(named & set(LLM_METRICS))
+        mixes = [self.load.requests] + [p.load.requests for p in self.phases if p.load and p.load.requests]
+        if llm_named and not any(r.llm is not None for mix in mixes for r in mix):
+            raise ValueError(f"{', '.join(llm_named)} measure llm requests (requests with an llm block), and the "
+                             "load sends none")
         return self
 
     @property

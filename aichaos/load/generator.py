@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aichaos.errors import LoadError
+from aichaos.experiment.llm import MAX_PROMPTS_BYTES
 from aichaos.experiment.model import Load, RequestSpec
 from aichaos.interrupts import deferred
 from aichaos.load.schedule import Plan
@@ -24,9 +25,34 @@ from aichaos.ports import free_port
 log = logging.getLogger(__name__)
 
 
-def _request_json(r: RequestSpec) -> dict[str, Any]:
-    return {"name": r.name, "method": r.method, "path": r.path, "weight": r.weight, "headers": r.headers,
-            "json": r.json_body}
+def _request_json(r: RequestSpec, base_dir: Path) -> dict[str, Any]:
+    out = {"name": r.name, "method": r.method, "path": r.path, "weight": r.weight, "headers": r.headers,
+           "json": r.json_body}
+    if r.llm is not None:
+        llm = r.llm.model_dump(mode="json")
+        if r.llm.prompts is not None:  # read here: a remote worker has only the spec, not the file
+            llm["prompts"] = read_prompts_file(base_dir / r.llm.prompts)
+        if r.llm.api_key_env is not None and r.llm.api_key_env not in os.environ:
+            raise LoadError(f"request {r.name!r}: the environment variable {r.llm.api_key_env} (its API key) is "
+                            "not set", hint=f"export {r.llm.api_key_env}=... before aichaos run")
+        out["llm"] = llm
+    return out
+
+
+def read_prompts_file(path: Path) -> list[Any]:
+    """The prompts of an ``llm.prompts`` file (see ``aichaos.load.openai.read_prompts``)."""
+    from aichaos.load.openai import read_prompts
+
+    try:
+        if path.stat().st_size > MAX_PROMPTS_BYTES:
+            raise LoadError(f"{path}: a prompts file is at most {MAX_PROMPTS_BYTES // (1024 * 1024)} MiB")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LoadError(f"cannot read the prompts file {path}: {exc}") from exc
+    try:
+        return read_prompts(text, str(path))
+    except ValueError as exc:
+        raise LoadError(str(exc)) from exc
 
 
 def load_spec(load: Load, host: str, plan: Plan, seed: int | None = None, base_dir: Path | None = None
@@ -46,7 +72,9 @@ def load_spec(load: Load, host: str, plan: Plan, seed: int | None = None, base_d
         "timeout": load.timeout,
         "seed": seed,
         "levels": [level.to_json() for level in plan.levels],
-        "mixes": [[_request_json(r) for r in mix] for mix in plan.mixes],
+        "mixes": [[_request_json(r, base_dir or Path.cwd()) for r in mix] for mix in plan.mixes],
+        "arrival": load.arrival,
+        "goodput": load.goodput.model_dump() if load.goodput is not None else None,
         "locustfile": locustfile,
         "workers": load.workers,
         "remote_workers": load.remote_workers,
@@ -65,6 +93,7 @@ class LoadGenerator:
         self.done = threading.Event()
         self.locust_total: int | None = None
         self.collected_total: int | None = None
+        self.llm_total: dict[str, int] | None = None  # LLM requests, streams, output tokens, ITL samples
         self.error: str | None = None
         self.users = 0
         self._reader: threading.Thread | None = None
@@ -116,6 +145,8 @@ class LoadGenerator:
             elif kind == "done":
                 self.locust_total = int(msg["locust_total"])
                 self.collected_total = int(msg["collected_total"])
+                if msg.get("llm_total", {}).get("requests"):
+                    self.llm_total = {k: int(v) for k, v in msg["llm_total"].items()}
                 self.done.set()
             elif kind == "error":
                 self.error = str(msg.get("message"))

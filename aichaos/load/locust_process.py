@@ -48,8 +48,10 @@ from gevent.socket import wait_read  # noqa: E402
 from locust import FastHttpUser, LoadTestShape, User, events  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from aichaos.load.openai import LLM_ERROR_KINDS, Goodput, StreamResult  # noqa: E402
 from aichaos.load.templates import compile_template  # noqa: E402
 from aichaos.metrics.histogram import bucket_of  # noqa: E402
+from aichaos.metrics.llm import LlmStats  # noqa: E402
 
 USER_CLASS = "AichaosUser"
 log = logging.getLogger("aichaos.load")
@@ -76,6 +78,8 @@ class Collector:
     def __init__(self) -> None:
         self.buckets: dict[int, dict[str, Any]] = {}
         self.total = 0
+        # LLM requests, successful streams, their output tokens and ITL samples, for the done line
+        self.llm_total = {"requests": 0, "streams": 0, "output_tokens": 0, "itl": 0}
 
     def _bucket(self, second: int) -> dict[str, Any]:
         bucket = self.buckets.get(second)
@@ -84,17 +88,28 @@ class Collector:
         return bucket
 
     def on_request(self, response_time: float, exception: BaseException | None, response: Any = None,
-                   start_time: float | None = None, **_: Any) -> None:
+                   start_time: float | None = None, llm: StreamResult | None = None, **_: Any) -> None:
         started = start_time if start_time else time.time() - (response_time or 0) / 1000
         bucket = self._bucket(int(started))
         bucket["count"] += 1
         self.total += 1
         if exception is not None:
-            kind = classify(exception, response)
+            kind = llm.error if llm is not None and llm.error in LLM_ERROR_KINDS else classify(exception, response)
             bucket["errors"][kind] = bucket["errors"].get(kind, 0) + 1
         else:
             key = bucket_of(response_time or 0.0)
             bucket["hist"][key] = bucket["hist"].get(key, 0) + 1
+        if llm is not None:
+            stats = bucket.get("llm")
+            if stats is None:
+                stats = bucket["llm"] = LlmStats()
+            stats.record(llm)
+            totals = self.llm_total
+            totals["requests"] += 1
+            if llm.ok:
+                totals["streams"] += 1
+                totals["output_tokens"] += llm.output_tokens
+                totals["itl"] += len(llm.itl_ms)
 
     def add(self, partial: dict[str, Any]) -> None:
         """Merge a partial bucket from a worker (JSON keys are strings after the trip)."""
@@ -105,10 +120,28 @@ class Collector:
             bucket["errors"][kind] = bucket["errors"].get(kind, 0) + n
         for key, n in partial["hist"].items():
             bucket["hist"][int(key)] = bucket["hist"].get(int(key), 0) + n
+        if partial.get("llm") is not None:
+            theirs = LlmStats.from_json(partial["llm"])
+            stats = bucket.get("llm")
+            if stats is None:
+                stats = bucket["llm"] = LlmStats()
+            stats.add(theirs)
+            totals = self.llm_total
+            totals["requests"] += theirs.requests
+            totals["streams"] += theirs.streams
+            totals["output_tokens"] += theirs.output_tokens
+            totals["itl"] += sum(theirs.itl.values())
 
     def take(self) -> list[dict[str, Any]]:
+        """The buckets so far, as JSON (they travel to the master or to aichaos), and start anew."""
         taken, self.buckets = self.buckets, {}
-        return [taken[s] for s in sorted(taken)]
+        out = []
+        for second in sorted(taken):
+            bucket = taken[second]
+            if bucket.get("llm") is not None:
+                bucket["llm"] = bucket["llm"].to_json()
+            out.append(bucket)
+        return out
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -128,9 +161,13 @@ class Plan:
         self.timeout = 10.0
         self.host = ""
         self.wait = (0.0, 0.0)
+        self.arrival = "paced"  # with a rate: "paced" (even gaps) or "poisson" (exponential gaps)
+        self.goodput = Goodput()
 
     def load(self, spec: dict[str, Any]) -> None:
         self.levels = spec["levels"] or [[spec["users"], spec.get("rate"), 0]]
+        self.arrival = spec.get("arrival") or "paced"
+        self.goodput = Goodput.from_json(spec.get("goodput"))
         self.spawn_rate = spec["spawn_rate"]
         self.timeout, self.host = spec["timeout"], spec["host"]
         self.wait = (spec["wait_min"], spec["wait_max"])
@@ -151,6 +188,10 @@ PLAN = Plan()
 
 
 def make_request(req: dict[str, Any]) -> Any:
+    if req.get("llm") is not None:
+        from aichaos.load.llm_client import make_llm_request
+
+        return make_llm_request(req, PLAN.goodput)
     draw = compile_template(req["json"]) if req.get("json") is not None else None
     method, path, name, headers = req["method"], req["path"], req["name"], req.get("headers") or None
 
@@ -174,6 +215,16 @@ def paced_wait(user: Any) -> float:
     return max(0.0, user.last_start + interval - time.time())
 
 
+def poisson_wait(user: Any) -> float:
+    """Poisson arrivals: each user's gaps are exponential with mean users/rate, so together they
+    arrive as one Poisson stream of ``rate``; a user still busy when its next arrival is due sends
+    as soon as it is free (``users`` caps the requests in flight, and achieved < offered says so)."""
+    users, rate, _ = PLAN.level()
+    if not rate or not users:
+        return 1.0
+    return max(0.0, user.last_start + user.rng.expovariate(rate / users) - time.time())
+
+
 class AichaosUser(FastHttpUser):
     """Sends the plan's current request mix (weights as declared) at the plan's pace."""
 
@@ -186,7 +237,7 @@ class AichaosUser(FastHttpUser):
 
     def wait_time(self) -> float:
         if PLAN.level()[1] is not None:
-            return paced_wait(self)
+            return poisson_wait(self) if PLAN.arrival == "poisson" else paced_wait(self)
         low, high = PLAN.wait
         return self.rng.uniform(low, high) if high > 0 else 0.0
 
@@ -197,6 +248,11 @@ class AichaosUser(FastHttpUser):
             # users spawned together would fire together every interval: start each at a random phase
             gevent.sleep(self.rng.random() * users / rate)
         self.last_start = time.time()
+
+    def on_stop(self) -> None:
+        client = getattr(self, "llm_client", None)
+        if client is not None:
+            client.close()
 
     def send_one(self) -> None:
         self.last_start = time.time()
@@ -335,7 +391,8 @@ def run_main(spec: dict[str, Any]) -> int:
         runner.quit()
     gevent.sleep(0)
     emit({"type": "samples", "users": 0, "buckets": collector.take(), "final": True})
-    emit({"type": "done", "locust_total": env.stats.total.num_requests, "collected_total": collector.total})
+    emit({"type": "done", "locust_total": env.stats.total.num_requests, "collected_total": collector.total,
+          "llm_total": collector.llm_total})
     return 0
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from aichaos.experiment.llm import LlmRequest
 from aichaos.experiment.model import (
     InputSurgeFault,
     Load,
@@ -109,10 +110,27 @@ def plan_load(load: Load, phases: list[Phase]) -> Plan:
 
 def surged(request: RequestSpec, surge: InputSurgeFault) -> RequestSpec:
     """``request`` with the surge's body fields in place of its own (a body that is not an object
-    is left alone: there is no field to replace)."""
+    is left alone: there is no field to replace). For an llm request, ``prompt``, ``messages``,
+    ``prompts`` and ``max_tokens`` replace its own, and other fields go into its ``extra``."""
+    if request.llm is not None:
+        return request.model_copy(update={"llm": _surged_llm(request.llm, surge.json_body)})
     if not isinstance(request.json_body, dict):
         return request
     return request.model_copy(update={"json_body": {**request.json_body, **surge.json_body}})
+
+
+def _surged_llm(llm: LlmRequest, fields: dict[str, Any]) -> LlmRequest:
+    data = llm.model_dump(exclude_none=True)
+    for key, value in fields.items():
+        if key in ("prompt", "messages", "prompts"):
+            for other in ("prompt", "messages", "prompts"):
+                data.pop(other, None)
+            data[key] = value
+        elif key == "max_tokens":
+            data[key] = value
+        else:
+            data["extra"] = {**data.get("extra", {}), key: value}
+    return LlmRequest.model_validate(data)
 
 
 def offered_rate(plan: Plan, start: int, end: int) -> float | None:

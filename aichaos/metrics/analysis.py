@@ -32,6 +32,7 @@ from typing import Any
 
 from aichaos.experiment.model import Bound, Experiment, Slo
 from aichaos.metrics.histogram import percentile
+from aichaos.metrics.llm import LLM_METRICS, llm_metrics
 from aichaos.metrics.samples import Bucket, merge_buckets
 from aichaos.metrics.scrape import Query, ScrapeStore, parse_selector, window_value
 
@@ -75,6 +76,8 @@ class Metrics:
     scraped: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # key -> (lowest, highest)
     ok_count: int | None = None  # requests that succeeded: the latency percentiles' samples
     min_samples: int = 1  # percentiles of fewer successful requests are insufficient data (None)
+    # LLM metrics and counts (aichaos.metrics.llm.llm_metrics); None when no LLM request started in the window
+    llm: dict[str, Any] | None = None
 
     @property
     def latency_samples(self) -> int:
@@ -90,7 +93,7 @@ class Metrics:
         if "/" in metric:
             span = self.scraped.get(metric)
             return None if span is None else span[1]
-        value = getattr(self, metric)
+        value = (None if self.llm is None else self.llm.get(metric)) if metric in LLM_METRICS else getattr(self, metric)
         return None if value is None else float(value)
 
     def lowest(self, metric: str) -> float | None:
@@ -110,6 +113,8 @@ class Metrics:
         if self.scraped:
             out["scraped"] = {k: None if v is None else {"min": _r(v[0]), "max": _r(v[1])}
                               for k, v in self.scraped.items()}
+        if self.llm is not None:
+            out["llm"] = {k: _r(v) if isinstance(v, float) else v for k, v in self.llm.items()}
         return out
 
     @classmethod
@@ -119,7 +124,7 @@ class Metrics:
                    p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"], errors=dict(data["errors"]),
                    scraped={k: None if v is None else (v["min"], v["max"])
                             for k, v in data.get("scraped", {}).items()},
-                   ok_count=data.get("ok_count"), min_samples=data.get("min_samples", 1))
+                   ok_count=data.get("ok_count"), min_samples=data.get("min_samples", 1), llm=data.get("llm"))
 
 
 def _r(value: float | None) -> float | None:
@@ -151,6 +156,7 @@ def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int, scrapes: Scr
         scraped=scraped,
         ok_count=ok,
         min_samples=max(1, min_samples),
+        llm=None if merged.llm is None else llm_metrics(merged.llm, seconds, min_samples),
     )
 
 
@@ -282,6 +288,8 @@ class Change:
 
 def degradation(baseline: Metrics, fault: Metrics) -> dict[str, Change]:
     names = ["p50_ms", "p95_ms", "p99_ms", "error_rate", "rps", *baseline.scraped]
+    if baseline.llm is not None or fault.llm is not None:
+        names += LLM_METRICS
     return {m: Change(m, baseline.get(m), fault.get(m)) for m in names}
 
 

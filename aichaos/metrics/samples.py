@@ -1,4 +1,5 @@
-"""Per-second samples: every request lands in the bucket of the second it started in."""
+"""Per-second samples: every request lands in the bucket of the second it started in (an LLM
+request's stream measurements too: ``aichaos.metrics.llm``)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aichaos.metrics.histogram import merge
+from aichaos.metrics.llm import LlmStats, merge_llm
 
-ERROR_KINDS = ("timeout", "connection", "5xx", "4xx", "other")
+# the last three are LLM answers that failed after their headers (aichaos.load.openai)
+ERROR_KINDS = ("timeout", "connection", "5xx", "4xx", "other", "truncated", "stream_error", "malformed")
 
 
 @dataclass
@@ -17,6 +20,7 @@ class Bucket:
     count: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     hist: dict[int, int] = field(default_factory=dict)  # latency of successful requests
+    llm: LlmStats | None = None  # the LLM requests among them, measured (None: there were none)
 
     @property
     def error_count(self) -> int:
@@ -28,16 +32,24 @@ class Bucket:
             self.errors[kind] = self.errors.get(kind, 0) + n
         for b, n in other.hist.items():
             self.hist[b] = self.hist.get(b, 0) + n
+        if other.llm is not None:
+            if self.llm is None:
+                self.llm = LlmStats()
+            self.llm.add(other.llm)
 
     def to_json(self) -> dict[str, Any]:
-        return {"second": self.second, "count": self.count, "errors": self.errors,
-                "hist": {str(k): v for k, v in sorted(self.hist.items())}}
+        out = {"second": self.second, "count": self.count, "errors": self.errors,
+               "hist": {str(k): v for k, v in sorted(self.hist.items())}}
+        if self.llm is not None:
+            out["llm"] = self.llm.to_json()
+        return out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Bucket:
         return cls(second=int(data["second"]), count=int(data["count"]),
                    errors={str(k): int(v) for k, v in data.get("errors", {}).items()},
-                   hist={int(k): int(v) for k, v in data.get("hist", {}).items()})
+                   hist={int(k): int(v) for k, v in data.get("hist", {}).items()},
+                   llm=LlmStats.from_json(data["llm"]) if data.get("llm") is not None else None)
 
 
 def merge_buckets(buckets: list[Bucket], second: int = 0) -> Bucket:
@@ -47,6 +59,7 @@ def merge_buckets(buckets: list[Bucket], second: int = 0) -> Bucket:
         for kind, n in b.errors.items():
             out.errors[kind] = out.errors.get(kind, 0) + n
     out.hist = merge(b.hist for b in buckets)
+    out.llm = merge_llm(b.llm for b in buckets)
     return out
 
 
@@ -82,7 +95,8 @@ class SampleStore:
                 items = list(self._buckets.items())
             else:
                 items = [(s, self._buckets[s]) for s in range(start, end) if s in self._buckets]
-            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist)) for s, b in items}
+            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist), None if b.llm is None else b.llm.copy())
+                    for s, b in items}
 
     @property
     def total(self) -> int:
