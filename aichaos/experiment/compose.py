@@ -66,7 +66,20 @@ UNSUPPORTED_WHY = {
     "privileged": "not for a test stack",
     "cap_add": "not for a test stack",
     "devices": "give GPUs with gpus: or deploy.resources.reservations.devices",
+    "cpus": "a cpu fault squeezes a container during a phase",
+    "mem_limit": "a memory fault squeezes a container during a phase",
 }
+# the service keys of the Compose specification, so that one aichaos does not take is told apart from a typo
+COMPOSE_SERVICE_KEYS = frozenset("""
+    annotations attach blkio_config build cap_add cap_drop cgroup cgroup_parent command configs container_name
+    cpu_count cpu_percent cpu_period cpu_quota cpu_rt_period cpu_rt_runtime cpu_shares cpus cpuset credential_spec
+    depends_on deploy develop device_cgroup_rules devices dns dns_opt dns_search domainname driver_opts entrypoint
+    env_file environment expose extends external_links extra_hosts gpus group_add healthcheck hostname image init
+    ipc isolation labels label_file links logging mac_address mem_limit mem_reservation mem_swappiness memswap_limit
+    models network_mode networks oom_kill_disable oom_score_adj pid pids_limit platform ports post_start pre_stop
+    privileged profiles provider pull_policy read_only restart runtime scale secrets security_opt shm_size
+    stdin_open stop_grace_period stop_signal storage_opt sysctls tmpfs tty ulimits use_api_socket user userns_mode
+    uts volumes volumes_from working_dir""".split())
 TOP_LEVEL = ("services", "volumes", "networks", "name", "version")
 AICHAOS_KEYS = ("ports", "ready", "metrics", "hooks")
 _VAR = re.compile(r"\$(\$|\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))")
@@ -140,8 +153,25 @@ def check_with_spec(data: dict[str, Any], located: Located) -> list[Problem]:
             text = rest
         elif used := re.search(r"used in the `([^`]+)` service", text):
             path = ("services", used.group(1))
+        elif found := re.search(r'invalid (?:type|value): \w+ "?([^",]*)"?', text):
+            path = _path_of(located.data, found.group(1)) or ()
         return [_problem(located, path, f"not valid Compose: {text}")]
     return []
+
+
+def _path_of(data: Any, text: str, path: KeyPath = ()) -> KeyPath | None:
+    """The key path of the first scalar that reads ``text`` (the value a message quotes)."""
+    if isinstance(data, dict):
+        items: list[tuple[str | int, Any]] = list(data.items())
+    elif isinstance(data, list):
+        items = list(enumerate(data))
+    else:
+        return path if str(data) == text or (isinstance(data, bool) and str(data).lower() == text) else None
+    for key, value in items:
+        found = _path_of(value, text, (*path, key))
+        if found is not None:
+            return found
+    return None
 
 
 def compose_to_stack(located: Located, base_dir: Path, declared: dict[str, Edge] | None = None) -> ComposeStack:
@@ -169,10 +199,11 @@ def compose_to_stack(located: Located, base_dir: Path, declared: dict[str, Edge]
                 notes.append(f"compose: services.{name}.{key} ignored ({IGNORED[key]})")
                 continue
             why = UNSUPPORTED_WHY.get(key)
-            close = difflib.get_close_matches(key, SUPPORTED, n=1, cutoff=0.75)
             message = f"{key!r} is not supported by aichaos" + (f": {why}" if why else "")
-            if close and not why:
-                message = f"unknown key {key!r}; did you mean {close[0]!r}?"
+            if key not in COMPOSE_SERVICE_KEYS:  # not Compose's at all: a typo, most likely
+                close = difflib.get_close_matches(key, [*SUPPORTED, *IGNORED], n=1, cutoff=0.6)
+                message = f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                                    f"; aichaos takes {', '.join(SUPPORTED)}")
             elif not why:
                 message += f"; supported: {', '.join(SUPPORTED)}"
             problems.append(_problem(located, ("services", name, key), message))
