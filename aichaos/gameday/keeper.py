@@ -239,7 +239,7 @@ class Keeper:
         del self.faults[fault_id]
         self._save_faults()
         words = {"clear": "cleared", "expire": "time up, reverted", "down": "reverted at stack down"}[why]
-        self._act(why, f"{fault_id} {words}: {active.applied.description}", fault_id)
+        self._act("revert" if why == "down" else why, f"{fault_id} {words}: {active.applied.description}", fault_id)
         return out
 
     def down(self, hurry: bool = False) -> dict[str, Any]:

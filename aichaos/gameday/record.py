@@ -1,5 +1,5 @@
 """The game-day journal: every action of a game day (up, inject, clear, a ``--for`` fault's expiry,
-down) and what ``aichaos watch`` measured meanwhile, in the journal format of a run, so that
+the reverts at stack down, down) and what ``aichaos watch`` measured meanwhile, in the journal format of a run, so that
 ``aichaos report`` renders it like one.
 
 Its *phases* are the spans between actions ("up", "inject f1", "clear f1", …), each with the metrics
@@ -39,7 +39,7 @@ VERDICT = "game-day"  # a game day is observed, not judged
 @dataclass(frozen=True)
 class Action:
     time: float
-    kind: str  # up, inject, clear, expire, revert_failed, down
+    kind: str  # up, inject, clear, expire (a --for fault's time was up), revert (at stack down), revert_failed, down
     detail: str
     fault: str | None = None  # the fault's id (f1, f2, …)
 
