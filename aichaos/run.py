@@ -298,15 +298,21 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
                 session.started(f"probe for {fault.type}", _stopper(probe.stop))
 
     plan = plan_load(experiment.load, experiment.phases)
-    target = handle.services[experiment.load.target]
-    spec = load_spec(experiment.load, f"http://{target.host}:{target.port}", plan, options.seed,
-                     loaded.path.parent)
+    if experiment.load.target_is_url:  # a server this run does not start (an LLM endpoint, say)
+        target_url = experiment.load.target.rstrip("/")
+    else:
+        target = handle.services[experiment.load.target]
+        target_url = f"http://{target.host}:{target.port}"
+    spec = load_spec(experiment.load, target_url, plan, options.seed, loaded.path.parent)
     load = load_factory(spec, setup.run_dir / "logs" / "load.log", store)
     session.load = load
 
     def stop_load(hurry: bool) -> list[str]:
         load.stop(timeout=2.0 if hurry else 15.0)
         journal.load_totals = {"locust_total": load.locust_total, "collected_total": load.collected_total}
+        llm_total = getattr(load, "llm_total", None)  # LLM requests, streams, output tokens, ITL samples
+        if llm_total:
+            journal.load_totals["llm"] = llm_total
         return []
 
     session.started("load", stop_load)

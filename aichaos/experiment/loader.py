@@ -369,7 +369,7 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Loa
 def _references(experiment: Experiment, stack: Stack, located: Located) -> list[Problem]:
     problems: list[Problem] = []
     services = list(stack.services)
-    if experiment.load.target not in stack.services:
+    if not experiment.load.target_is_url and experiment.load.target not in stack.services:
         close = difflib.get_close_matches(experiment.load.target, services, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
         problems.append(Problem(located.file, located.line_of(("load", "target")), "load.target",
@@ -399,6 +399,13 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
             problems.append(Problem(located.file, located.line_of(key), format_path(key),
                                     f"service {name!r} has no metrics path in the stack file "
                                     "(add e.g. metrics: /metrics to it)"))
+    for i, request in enumerate(experiment.load.requests):
+        if request.llm is not None and request.llm.prompts is not None:
+            prompts = Path(located.file).parent / request.llm.prompts
+            if not prompts.is_file():
+                key = ("load", "requests", i, "llm", "prompts")
+                problems.append(Problem(located.file, located.line_of(key), format_path(key),
+                                        f"prompts file {request.llm.prompts!r} not found (looked at {prompts})"))
     if experiment.load.locustfile is not None:
         locustfile = Path(located.file).parent / experiment.load.locustfile
         if not locustfile.is_file():

@@ -118,7 +118,8 @@ class Load(Strict):
     and ``wait``. With ``rate`` the users pace themselves to that many requests per second in all
     (Locust's constant throughput), so that a slow service shows as achieved < offered."""
 
-    target: str = Field(description="the stack service that receives the load")
+    target: str = Field(description="the stack service that receives the load, or the base URL of a server this "
+                                    "run does not start: http(s)://host:port[/prefix]")
     users: int = Field(ge=1, le=10000)
     rate: float | None = Field(None, gt=0, le=1_000_000,
                                description="target requests per second in all (pacing); users must be enough "
@@ -164,6 +165,10 @@ class Load(Strict):
         if self.goodput is not None and not any(r.llm for r in self.requests):
             raise ValueError("goodput judges llm requests, and there are none")
         return self
+
+    @property
+    def target_is_url(self) -> bool:
+        return self.target.startswith(("http://", "https://"))
 
     @property
     def distributed(self) -> bool:
