@@ -8,7 +8,8 @@ import typer
 def report(
     journal: Path = typer.Argument(..., help="A run's journal.json, or its run directory.", show_default=False),
     format_: str = typer.Option("text", "--format", "-f",
-                                help="text (the summary the run printed), json, junit, md or html (the run's report.html)."),
+                                help="text (the summary the run printed), json, junit, md or html (as the run's "
+                                     "report.html)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the report to this file instead."),
 ) -> None:
     """Re-render a past run's report from its journal, exactly as the run printed or wrote it.

@@ -301,12 +301,17 @@ def summary_text(journal: Journal, width: int = TEXT_WIDTH) -> str:
 
 
 # ---------------------------------------------------------------- the registry
-from aichaos.report.html import html_report  # noqa: E402 (a module of its own, which reads the tables above)
+def html_text(journal: Journal) -> str:
+    """The HTML report (``aichaos.report.html``, a module of its own, which reads the tables above)."""
+    from aichaos.report.html import html_report
+
+    return html_report(journal)
+
 
 FORMATS: dict[str, Callable[[Journal], str]] = {
     "text": summary_text,
     "json": json_text,
     "junit": junit_xml,
     "md": markdown,
-    "html": html_report,
+    "html": html_text,
 }

@@ -149,8 +149,20 @@ def _scraped_charts(journal: Journal, seconds: range) -> list[dict[str, Any]]:
                 else:
                     values.append(_round(value))
             series.append(_series(key + (" /s" if kind == "counter" else ""), values))
-        charts.append({"id": f"scraped-{service}", "title": f"{service}: scraped metrics (counters per second)",
-                       "unit": "", "series": series, "limits": []})
+        # series of very different sizes (bytes beside a ratio) go to charts of their own
+        def top(entry: dict[str, Any]) -> float:
+            return max((abs(v) for v in entry["values"] if v is not None), default=0.0)
+
+        groups: list[list[dict[str, Any]]] = []
+        for entry in sorted(series, key=top):
+            if groups and top(entry) <= 50 * max(top(groups[-1][0]), 1.0):
+                groups[-1].append(entry)
+            else:
+                groups.append([entry])
+        for n, members in enumerate(groups):
+            charts.append({"id": f"scraped-{service}" + (f"-{n + 1}" if n else ""),
+                           "title": f"{service}: scraped metrics (counters per second)", "unit": "",
+                           "series": members, "limits": []})
     return charts
 
 

@@ -41,6 +41,18 @@
 
   function width() { return Math.max(320, root.clientWidth); }
 
+  // axis labels that fit their gutter: 1.5k, 2.1G
+  function compact(u, splits) {
+    return splits.map(function (v) {
+      if (v == null) { return ""; }
+      var a = Math.abs(v), units = [[1e12, "T"], [1e9, "G"], [1e6, "M"], [1e3, "k"]];
+      for (var i = 0; i < units.length; i++) {
+        if (a >= units[i][0]) { return +(v / units[i][0]).toFixed(2) + units[i][1]; }
+      }
+      return +v.toFixed(a < 1 ? 3 : 2) + "";
+    });
+  }
+
   data.charts.forEach(function (chart) {
     var box = document.createElement("div");
     box.className = "chart";
@@ -68,8 +80,8 @@
       scales: {x: {time: false}, y: {range: function (u, min, max) {
         return [0, Math.max(max || 0, highest * 1.1) * 1.05 || 1];
       }}},
-      axes: [{label: "seconds from the start of the first phase"}, {label: chart.unit}]
-        .concat(right ? [{side: 1, scale: "right", grid: {show: false}}] : []),
+      axes: [{label: "seconds from the start of the first phase"}, {label: chart.unit, values: compact}]
+        .concat(right ? [{side: 1, scale: "right", grid: {show: false}, values: compact}] : []),
       legend: {live: true}, cursor: {drag: {x: true, y: false}}
     };
     var columns = [data.x].concat(chart.series.map(function (s) { return s.values; }));
