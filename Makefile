@@ -20,8 +20,9 @@ install: $(STAMP) ## Create .venv and install aichaos with the sample stack and 
 demo: $(STAMP) ## Run the demo experiment on the local runtime (about two minutes, no Docker needed)
 	$(BIN)/aichaos run experiments/model-latency-spike.yaml --runtime local
 
-test: $(STAMP) ## Run the unit and integration tests (sets up Docker for the docker tests where it can)
+test: $(STAMP) ## Run the unit and integration tests (sets up Docker and Chromium for their tests where it can)
 	PYTHON=$(BIN)/python scripts/docker-env
+	scripts/browser-env
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Run the unit tests only (fast, hermetic)

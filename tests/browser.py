@@ -27,6 +27,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 
 def find_chromium() -> tuple[str | None, str]:
     """(the browser's path, or None and why there is none)."""
+    try:
+        import PIL  # noqa: F401  (reads the screenshots)
+        import websocket  # noqa: F401  (websocket-client: the DevTools protocol)
+    except ImportError as exc:
+        return None, f"{exc.name} is not installed (pip install -e '.[dev]')"
     for name in ("chromium", "chromium-browser", "google-chrome"):
         path = shutil.which(name)
         if path:
