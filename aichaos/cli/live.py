@@ -234,7 +234,7 @@ class ProgressTracker:
                     part += f", recovered after {ttr:.0f}s"
                 else:
                     waiting = max(0, complete - math.floor(end))
-                    part += f", not recovered yet ({waiting}s since the revert"
+                    part += f", recovery not shown yet ({waiting}s since the revert"
                     if gates.recovery_time is not None:
                         limit = gates.recovery_time.max
                         part += f"; gate <= {limit:g}s" + (": FAILS" if waiting > limit else "")
@@ -310,7 +310,9 @@ def live_display(progress: RunProgress) -> Group:
     body.add_row("last second", figures_text(progress.last) if progress.last else "waiting for the first second")
     if progress.window is not None:
         style = {WindowStatus.STEADY: "green", WindowStatus.VIOLATED: "bold red"}.get(progress.window.status, "yellow")
-        body.add_row("SLO", Text(_slo_text(progress.window), style=style))
+        width = progress.window.end - progress.window.start
+        body.add_row("SLO", Text(f"{_slo_text(progress.window).removeprefix('SLO ')} (the last {width}s window)",
+                                 style=style))
     if progress.verdict:
         body.add_row("verdict so far", "\n".join(progress.verdict))
     if progress.stop:

@@ -89,7 +89,7 @@ def test_the_display_shows_phase_countdown_faults_slo_and_the_verdict_forming(tm
     (shown,) = seen
     assert "fault (2/3)" in shown and "4/6s, 2s left" in shown and "run 10/20s" in shown
     assert "latency on frontend->backend" in shown
-    assert "SLO violated: p95_ms=10" in shown
+    assert "violated: p95_ms=10" in shown and "(the last 2s window)" in shown
     assert re.search(r"baseline: \d of \d windows steady", shown) and "fault: detected after" in shown, shown
 
 

@@ -95,3 +95,23 @@ def test_the_script_data_cannot_end_its_script_element(tmp_path):
     page = html_report(journal)
     assert "</script><script>alert(1)" not in page
     assert "&lt;/script&gt;" in page  # in the tables, escaped
+
+
+def test_llm_figures_get_charts_of_their_own_when_the_buckets_carry_them(tmp_path):
+    from aichaos.metrics.histogram import bucket_of
+    from aichaos.metrics.llm import LlmStats
+
+    journal = fault_run(tmp_path)
+    for bucket in journal.samples.values():
+        stats = LlmStats(requests=30, streams=30, good=28, output_tokens=900)
+        stats.ttft = {bucket_of(120.0): 30}
+        stats.tpot = {bucket_of(8.0): 30}
+        stats.itl = {bucket_of(8.0): 600}
+        bucket.llm = stats
+    charts = {c["id"]: c for c in chart_data(journal)["charts"]}
+    assert list(charts) == ["latency", "errors", "rate", "llm-latency", "llm-throughput"]
+    series = {s["label"]: s["values"] for s in charts["llm-latency"]["series"]}
+    assert {round(v) for v in series["TTFT p95"] if v is not None} == {120}
+    assert set(series["TPOT p50"]) - {None} and set(series["ITL p95"]) - {None}
+    tokens = {s["label"]: s["values"] for s in charts["llm-throughput"]["series"]}["output tokens/s"]
+    assert set(tokens) - {None} == {900}
