@@ -141,7 +141,20 @@ class ToxiproxyClient:
         if bool(self._proxy(name).enabled) != enabled:  # toxiproxy-python ignores the answer
             raise ProxyError(f"{what}: the fault proxy did not apply the change")
 
-    def add_toxic(self, proxy: str, kind: str, attributes: dict[str, int], *, stream: str = "downstream",
+    def set_protocol(self, proxy: str, protocol: str) -> None:
+        """How the builtin server follows the proxy's connections: ``tcp`` (bytes, as Toxiproxy does) or
+        ``http`` (HTTP/1.1 messages, for HTTP toxics); open connections are closed. Builtin server only."""
+        body = self._http("POST", f"/proxies/{proxy}", f"set the protocol of proxy {proxy!r}",
+                          json={"protocol": protocol})
+        if not isinstance(body, dict) or body.get("protocol", "tcp") != protocol:
+            raise ProxyError(f"set the protocol of proxy {proxy!r}: the fault proxy did not apply it",
+                             hint="only the builtin proxy (aichaos proxy serve) follows HTTP")
+
+    def protocol(self, proxy: str) -> str:
+        body = self._http("GET", f"/proxies/{proxy}", f"look up proxy {proxy!r}")
+        return str(body.get("protocol", "tcp")) if isinstance(body, dict) else "tcp"
+
+    def add_toxic(self, proxy: str, kind: str, attributes: dict[str, Any], *, stream: str = "downstream",
                   toxicity: float = 1.0, name: str | None = None) -> str:
         name = name or f"{kind}_{stream}"
         target = self._proxy(proxy)
@@ -152,7 +165,7 @@ class ToxiproxyClient:
                              f"(attributes {attributes})")
         return name
 
-    def update_toxic(self, proxy: str, name: str, attributes: dict[str, int], toxicity: float | None = None) -> None:
+    def update_toxic(self, proxy: str, name: str, attributes: dict[str, Any], toxicity: float | None = None) -> None:
         body: dict[str, Any] = {"attributes": attributes}
         if toxicity is not None:
             body["toxicity"] = toxicity
@@ -163,6 +176,22 @@ class ToxiproxyClient:
 
     def toxics(self, proxy: str) -> list[dict[str, Any]]:
         return list(self._http("GET", f"/proxies/{proxy}/toxics", f"list toxics of {proxy!r}") or [])
+
+    def stats(self, proxy: str) -> dict[str, int] | None:
+        """Connections and bytes each way through ``proxy`` so far (``connections``, ``bytes_upstream``,
+        ``bytes_downstream``), from the builtin server's extension of the API; None from a server
+        without it (a real Toxiproxy answers 404)."""
+        what = f"read the traffic of {proxy!r}"
+        try:
+            response = requests.get(f"{self.url}/proxies/{proxy}/stats", timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ProxyError(f"{what}: cannot reach the fault proxy at {self.url}: {exc}") from exc
+        if response.status_code == 404 and "proxy not found" not in response.text:
+            return None
+        if response.status_code != 200:
+            raise ProxyError(f"{what}: the fault proxy answered {response.status_code}: {response.text.strip()[:300]}")
+        body = response.json()
+        return {k: int(body.get(k, 0)) for k in ("connections", "bytes_upstream", "bytes_downstream")}
 
 
 def _body_text(exc: Exception) -> str:

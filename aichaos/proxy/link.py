@@ -33,6 +33,7 @@ class ProxyView(Protocol):
 
     name: str
     links: set[Link]
+    stats: dict[str, int]  # connections accepted, bytes each way (aichaos's /proxies/{name}/stats)
 
     def toxics_for(self, stream: str) -> list[Toxic]: ...
 
@@ -259,6 +260,10 @@ class Direction:
                 dst.close()
         self.link.maybe_finished()
 
+    def pending(self) -> bool:
+        """Whether data is still on its way through this direction (then a close waits for it)."""
+        return bool(self.queue) or self.busy
+
     def cancel(self) -> None:
         for rolled in self.rolled.values():
             if rolled.timer:
@@ -363,6 +368,7 @@ class _Side(asyncio.Protocol):
     outgoing: Direction  # the direction whose destination is this side
 
     def data_received(self, data: bytes) -> None:
+        self.link.proxy.stats[self.incoming.stream] += len(data)
         self.incoming.feed(data)
 
     def eof_received(self) -> bool:
@@ -383,7 +389,7 @@ class _Side(asyncio.Protocol):
         link = self.link
         # let queued data reach the other side before closing it
         other = self.incoming
-        if other.queue or other.busy:
+        if other.pending():
             other.feed_eof()
             return
         link.close()
@@ -401,6 +407,7 @@ class _ClientSide(_Side):
         link.client = transport
         link.upstream.src = link.downstream.dst = transport
         link.proxy.links.add(link)
+        link.proxy.stats["connections"] += 1
         transport.pause_reading()
         link.connect_task = asyncio.get_running_loop().create_task(link.connect())
 

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aichaos.proxy.http import http_protocol_factory
 from aichaos.proxy.link import Link, client_protocol_factory
-from aichaos.proxy.toxics import ApiError, Toxic, bad_body, check_attributes, check_toxicity
+from aichaos.proxy.toxics import HTTP_TOXICS, ApiError, Toxic, bad_body, check_attributes, check_toxicity
+
+PROTOCOLS = ("tcp", "http")
 
 
 def split_address(address: str, what: str) -> tuple[str, int]:
@@ -24,24 +27,50 @@ def split_address(address: str, what: str) -> tuple[str, int]:
 
 
 class Proxy:
-    def __init__(self, name: str, listen: str, upstream: str) -> None:
+    """One proxy. ``protocol`` is an extension of the builtin server: ``http`` makes each connection
+    follow HTTP/1.1 message framing, so that HTTP toxics can act on requests, responses and
+    server-sent events (``aichaos.proxy.http``); ``tcp`` (the default) relays bytes, as Toxiproxy does."""
+
+    def __init__(self, name: str, listen: str, upstream: str, protocol: str = "tcp") -> None:
         self.name = name
         self.listen = listen
         self.upstream = upstream
+        self.protocol = protocol
         self.enabled = False
         self.toxics: list[Toxic] = []
         self.links: set[Link] = set()
         self.server: asyncio.Server | None = None
+        # what has gone through it: answered by GET /proxies/{name}/stats, an aichaos extension of the
+        # API (Toxiproxy has none), so that an attached run can tell that an edge carries traffic
+        self.stats: dict[str, int] = {"connections": 0, "upstream": 0, "downstream": 0}
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "listen": self.listen, "upstream": self.upstream,
-                "enabled": self.enabled, "toxics": [t.to_json() for t in self.toxics]}
+        out = {"name": self.name, "listen": self.listen, "upstream": self.upstream,
+               "enabled": self.enabled, "toxics": [t.to_json() for t in self.toxics]}
+        if self.protocol != "tcp":  # only where it was asked for: a Toxiproxy client sees Toxiproxy's shape
+            out["protocol"] = self.protocol
+        return out
 
     def upstream_address(self) -> tuple[str, int]:
         return split_address(self.upstream, "upstream")
 
     def toxics_for(self, stream: str) -> list[Toxic]:
-        return [t for t in self.toxics if t.stream == stream]
+        """The byte-level toxics of one stream (HTTP toxics act on messages: ``http_toxics``)."""
+        return [t for t in self.toxics if t.stream == stream and t.type not in HTTP_TOXICS]
+
+    def http_toxics(self) -> list[Toxic]:
+        return [t for t in self.toxics if t.type in HTTP_TOXICS]
+
+    def set_protocol(self, protocol: str) -> None:
+        """Change how connections are followed; open ones are closed, since a connection cannot be
+        followed from its middle (clients open new ones)."""
+        if protocol == self.protocol:
+            return
+        if self.http_toxics() and protocol != "http":
+            raise ApiError("the proxy has HTTP toxics: remove them before its protocol changes", 409)
+        self.protocol = protocol
+        for link in list(self.links):
+            link.close()
 
     def find_toxic(self, name: str) -> Toxic:
         for toxic in self.toxics:
@@ -59,13 +88,16 @@ class Proxy:
         host, port = split_address(self.listen, "listen")
         loop = asyncio.get_running_loop()
         try:
-            self.server = await loop.create_server(lambda: client_protocol_factory(self), host, port,
+            self.server = await loop.create_server(self._protocol_factory, host, port,
                                                    reuse_address=True, backlog=4096)
         except OSError as exc:
             raise ApiError(f"listen tcp {self.listen}: {exc.strerror or exc}", 500) from exc
         bound = self.server.sockets[0].getsockname()
         self.listen = f"{host}:{bound[1]}" if ":" not in host else f"[{host}]:{bound[1]}"
         self.enabled = True
+
+    def _protocol_factory(self) -> asyncio.Protocol:
+        return http_protocol_factory(self) if self.protocol == "http" else client_protocol_factory(self)
 
     def stop(self) -> None:
         """Close the listener and every open connection (what ``enabled: false`` means)."""
@@ -93,9 +125,11 @@ def _string_field(body: dict[str, Any], key: str) -> str | None:
 
 
 def _check_proxy_fields(body: dict[str, Any]) -> None:
-    unknown = set(body) - {"name", "listen", "upstream", "enabled", "toxics"}
+    unknown = set(body) - {"name", "listen", "upstream", "enabled", "toxics", "protocol"}
     if unknown:
         raise bad_body(f"unknown field(s): {', '.join(sorted(unknown))}")
+    if "protocol" in body and body["protocol"] not in PROTOCOLS:
+        raise bad_body(f"protocol must be one of {', '.join(PROTOCOLS)}")
     if "enabled" in body and not isinstance(body["enabled"], bool):
         raise bad_body("enabled must be true or false")
     for key in ("listen", "upstream"):
@@ -127,7 +161,7 @@ class ProxyRegistry:
             raise ApiError("missing required field: upstream", 400)
         if name in self.proxies:
             raise ApiError("proxy already exists", 409)
-        proxy = Proxy(name, _string_field(body, "listen") or "127.0.0.1:0", upstream)
+        proxy = Proxy(name, _string_field(body, "listen") or "127.0.0.1:0", upstream, body.get("protocol", "tcp"))
         if body.get("enabled", True):
             await proxy.start()
         self.proxies[name] = proxy
@@ -154,6 +188,7 @@ class ProxyRegistry:
             if existing is None:
                 existing = Proxy(item["name"], listen, item["upstream"])
                 self.proxies[existing.name] = existing
+            existing.set_protocol(item.get("protocol", existing.protocol))
             try:
                 if item.get("enabled", True):
                     await existing.start()
@@ -178,6 +213,7 @@ class ProxyRegistry:
         listen = _string_field(body, "listen") or proxy.listen
         upstream = _string_field(body, "upstream") or proxy.upstream
         enabled = body.get("enabled", proxy.enabled)
+        proxy.set_protocol(body.get("protocol", proxy.protocol))
         if listen != proxy.listen or upstream != proxy.upstream:
             proxy.stop()
             proxy.listen, proxy.upstream = listen, upstream
@@ -204,6 +240,9 @@ class ProxyRegistry:
     def create_toxic(self, proxy_name: str, body: Any) -> tuple[int, Any]:
         proxy = self.get_proxy(proxy_name)
         toxic = Toxic.from_json(body)
+        if toxic.type in HTTP_TOXICS and proxy.protocol != "http":
+            raise ApiError(f"a {toxic.type} toxic needs a proxy that follows HTTP: set its protocol to http "
+                           f"(POST /proxies/{proxy.name} {{\"protocol\": \"http\"}})", 400)
         if any(t.name == toxic.name for t in proxy.toxics):
             raise ApiError("toxic already exists", 409)
         proxy.toxics.append(toxic)
