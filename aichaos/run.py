@@ -362,6 +362,8 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
             break
         if phase is experiment.phases[0] and any(p.faults for p in experiment.phases):
             _check_baseline(loaded, options, store, journal, report, record, watch.lag)
+            if "attached" in kind.capabilities:
+                _check_edges_carry_traffic(client, handle, report)
         phase_start = record.end
     journal.status = "aborted" if journal.stop else "completed"
 
@@ -381,6 +383,20 @@ def _check_baseline(loaded: LoadedExperiment, options: RunOptions, store: Sample
     raise BaselineNotSteady(f"{problem}: no fault was injected, since the experiment cannot be conducted on a "
                             "system that is not steady without it",
                             hint="fix the system under test or the SLO, or pass --allow-unhealthy-baseline")
+
+
+def _check_edges_carry_traffic(client: Any, handle: Any, report: Reporter) -> None:
+    """An attached stack (runtime external) routes its edges through the proxy only when its services
+    are configured to: a fault on an edge that saw no traffic in the baseline would do nothing."""
+    from aichaos.runtime.external import check_attached
+
+    quiet = check_attached(client, handle)
+    if quiet:
+        raise StackStartError("no traffic went through the fault proxy on " + "; ".join(quiet) + " during the "
+                              "baseline: no fault was injected, since it would have reached nothing",
+                              hint="point each dependent at the proxy address printed for its edge (a fixed "
+                                   "one: the edge's listen port), then run again")
+    report(f"every edge carried traffic through the fault proxy ({len(handle.proxies)})")
 
 
 def _stopper(stop: Callable[[], None]) -> Callable[[bool], list[str]]:

@@ -56,6 +56,9 @@ class Edge(Strict):
     scheme: Literal["http", "https", "redis", "grpc", "tcp"] = Field("tcp", description="URL scheme of that address")
     port: str | None = Field(None, pattern=PORT_NAME, description="the dependency's named port it goes to "
                                                                   "(default: its first)")
+    listen: int | None = Field(None, ge=1, le=65535,
+                               description="runtime external: the port the fault proxy listens on for this edge, "
+                                           "where the running dependent is configured to call its dependency")
     replace: str | None = Field(None, min_length=1,
                                 description="rewrite, not set: the variable keeps its value from env with this "
                                             "text (the dependency's host:port) replaced by the proxied address")

@@ -74,6 +74,9 @@ class ContainerKind(FaultKind):
 
     def check_run(self, fault: Any, run: RunCheck) -> None:
         if fault.container is None:
+            from aichaos.runtime.external import refuse_unattended
+
+            refuse_unattended(run.capabilities, run.allow_external, f"a {fault.type} fault")
             return
         if not run.allow_external:
             raise UsageError(f"names container {fault.container!r}, which this run does not start: aichaos touches "

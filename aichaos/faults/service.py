@@ -20,7 +20,7 @@ from aichaos.experiment.stack import Stack
 from aichaos.faults.base import AppliedFault
 from aichaos.faults.container import pause_service
 from aichaos.faults.network import proxies_down
-from aichaos.faults.registry import FaultContext, FaultKind, register_fault
+from aichaos.faults.registry import FaultContext, FaultKind, RunCheck, register_fault
 from aichaos.interrupts import deferred
 from aichaos.runtime.base import Runtime, StackHandle
 
@@ -34,6 +34,11 @@ class PipelineStall(FaultKind):
     model = PipelineStallFault
     target = "service"
 
+    def check_run(self, fault: PipelineStallFault, run: RunCheck) -> None:
+        from aichaos.runtime.external import refuse_unattended
+
+        refuse_unattended(run.capabilities, run.allow_external, f"a {fault.type} fault")
+
     def apply(self, fault: PipelineStallFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
         return pause_service(fault, phase, fault.service, ctx, f"{fault.service} paused (its processes stopped)")
 
@@ -42,6 +47,11 @@ class PipelineStall(FaultKind):
 class ColdStart(FaultKind):
     model = ColdStartFault
     target = "service"
+
+    def check_run(self, fault: ColdStartFault, run: RunCheck) -> None:
+        from aichaos.runtime.external import refuse_unattended
+
+        refuse_unattended(run.capabilities, run.allow_external, f"a {fault.type} fault")
 
     def apply(self, fault: ColdStartFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
         return cold_start(fault, phase, ctx.runtime, ctx.handle, ctx.stack, ctx.save_state)

@@ -62,6 +62,11 @@ _ROUTES: list[tuple[re.Pattern[str], dict[str, Handler]]] = [
         "PATCH": lambda s, b, p: s.update_proxy(p, b),
         "DELETE": lambda s, b, p: _sync(s.delete_proxy(p)),
     }),
+    (re.compile(rf"/proxies/{_NAME}/stats"), {  # an aichaos extension: traffic through the proxy so far
+        "GET": lambda s, b, p: _sync((200, {"connections": s.get_proxy(p).stats["connections"],
+                                            "bytes_upstream": s.get_proxy(p).stats["upstream"],
+                                            "bytes_downstream": s.get_proxy(p).stats["downstream"]})),
+    }),
     (re.compile(rf"/proxies/{_NAME}/toxics"), {
         "GET": lambda s, b, p: _sync((200, [t.to_json() for t in s.get_proxy(p).toxics])),
         "POST": lambda s, b, p: _sync(s.create_toxic(p, b)),

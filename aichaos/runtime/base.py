@@ -183,8 +183,10 @@ def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: Sta
         for dep, edge in service.depends_on.items():
             key = f"{name}->{dep}"
             dep_port = ports[dep][edge.port or stack.services[dep].port_names[0]]
-            info = proxy.create_proxy(proxy_name(key), upstream=runtime.peer_address(dep, dep_port),
-                                      listen=runtime.proxy_listen_address())
+            listen = runtime.proxy_listen_address()
+            if edge.listen is not None:  # a fixed port, that a running dependent can be pointed at beforehand
+                listen = f"{listen.rsplit(':', 1)[0]}:{edge.listen}"
+            info = proxy.create_proxy(proxy_name(key), upstream=runtime.peer_address(dep, dep_port), listen=listen)
             handle.proxies[key] = info
             address = f"{runtime.proxy_host}:{info.port}"
             handle.addresses[key] = address
@@ -202,9 +204,14 @@ def bring_up(stack: Stack, runtime: Runtime, proxy: ToxiproxyClient, handle: Sta
 def allocate_ports(stack: Stack) -> dict[str, dict[str, int]]:
     """Each service's named ports as it listens on them: the fixed ones as given, the others free
     ports of this machine."""
-    return {name: {port: number if number is not None else free_port()
-                   for port, number in (service.ports or {n: None for n in service.port_names}).items()}
-            for name, service in stack.services.items()}
+    out: dict[str, dict[str, int]] = {}
+    for name, service in stack.services.items():
+        if service.address is not None:  # runtime external: the ports of its addresses
+            out[name] = {port: int(address.rsplit(":", 1)[1]) for port, address in service.addresses().items()}
+            continue
+        out[name] = {port: number if number is not None else free_port()
+                     for port, number in (service.ports or {n: None for n in service.port_names}).items()}
+    return out
 
 
 def edge_value(service: Service, edge: Edge, address: str) -> str:

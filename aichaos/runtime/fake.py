@@ -72,6 +72,7 @@ class FakeWorld:
     events: list[str] = field(default_factory=list)  # every operation on the fake, in order
     fail: dict[str, Exception] = field(default_factory=dict)  # operation -> error it raises (once)
     on_second: Callable[[int], None] | None = None  # called as each second of load completes (to act mid-run)
+    quiet: set[str] = field(default_factory=set)  # proxies through which no traffic goes (an attached stack)
 
     def op(self, name: str, detail: str = "") -> None:
         self.events.append(f"{name} {detail}".strip())
@@ -190,7 +191,7 @@ class FakeProxyClient(ToxiproxyClient):
         self.world.op("enable" if enabled else "disable", name)
         (self.world.disabled.discard if enabled else self.world.disabled.add)(name)
 
-    def add_toxic(self, proxy: str, kind: str, attributes: dict[str, int], *, stream: str = "downstream",
+    def add_toxic(self, proxy: str, kind: str, attributes: dict[str, Any], *, stream: str = "downstream",
                   toxicity: float = 1.0, name: str | None = None) -> str:
         self.world.op("add_toxic", f"{proxy} {name}")
         toxic_name = name or f"{kind}_{stream}"
@@ -198,7 +199,7 @@ class FakeProxyClient(ToxiproxyClient):
             "name": toxic_name, "type": kind, "stream": stream, "toxicity": toxicity, "attributes": dict(attributes)}
         return toxic_name
 
-    def update_toxic(self, proxy: str, name: str, attributes: dict[str, int], toxicity: float | None = None) -> None:
+    def update_toxic(self, proxy: str, name: str, attributes: dict[str, Any], toxicity: float | None = None) -> None:
         self.world.op("update_toxic", f"{proxy} {name}")
         self.world.toxics[proxy][name]["attributes"].update(attributes)
 
@@ -208,6 +209,10 @@ class FakeProxyClient(ToxiproxyClient):
 
     def toxics(self, proxy: str) -> list[dict[str, Any]]:
         return list(self.world.toxics.get(proxy, {}).values())
+
+    def stats(self, proxy: str) -> dict[str, int] | None:
+        seen = proxy not in self.world.quiet  # an edge the world marks quiet carries no traffic
+        return {"connections": int(seen), "bytes_upstream": 100 * seen, "bytes_downstream": 100 * seen}
 
 
 @dataclass

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _TABLE: dict[str, str] = {
     "docker": "aichaos.runtime.docker:DockerKind",
     "local": "aichaos.runtime.local:LocalKind",
+    "external": "aichaos.runtime.external:ExternalKind",
     "fake": "aichaos.runtime.fake:FakeKind",
 }
 HIDDEN = frozenset({"fake"})  # the in-package fake for unit tests
