@@ -119,3 +119,18 @@ def test_a_real_run_in_ci_prints_plain_lines_and_writes_its_reports(tmp_path, mo
             (ROOT / "docs").mkdir(exist_ok=True)
             (ROOT / "docs" / "report.png").write_bytes(buffer.getvalue())
     shutil.rmtree(run_dir / "logs", ignore_errors=True)
+
+
+@needs_browser
+def test_the_report_of_a_run_that_never_started_opens_without_errors(tmp_path):
+    from aichaos.report.journal import Journal
+
+    record = Journal(run_id="x", run_dir=tmp_path, experiment_file="e.yaml", stack_file="s.yaml",
+                     experiment={"name": "never"}, status="error", verdict="error", exit_code=3,
+                     errors=["service 'backend' exited with code 1 while starting"])
+    path = tmp_path / "report.html"
+    path.write_text(FORMATS["html"](record))
+    with Chromium() as browser:
+        page = open_report(browser, path)
+        assert page.console_errors() == []
+        assert "exited with code 1 while starting" in page.evaluate("document.body.innerText")
