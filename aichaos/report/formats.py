@@ -155,6 +155,8 @@ def markdown(journal: Journal) -> str:
     name = journal.experiment.get("name", "")
     out = [f"# aichaos run {journal.run_id}: {name}", "",
            f"**Verdict: {journal.verdict.upper()}** (exit {journal.exit_code}, status {journal.status})", ""]
+    if journal.experiment.get("game_day"):
+        out = [f"# aichaos game day {journal.run_id}", "", f"**{_game_day_line(journal)}**", ""]
     hypothesis, result = hypothesis_lines(journal), result_lines(journal)
     if hypothesis:
         out += ["## Hypothesis and result", ""] + [f"- {line}" for line in hypothesis + result] + [""]
@@ -176,6 +178,12 @@ def markdown(journal: Journal) -> str:
     if journal.leftovers:
         out += ["## Not cleaned up", ""] + [f"- {e}" for e in journal.leftovers] + [""]
     return "\n".join(out)
+
+
+def _game_day_line(journal: Journal) -> str:
+    game_day = journal.experiment["game_day"]
+    return (f"game day on {game_day.get('source')}: {game_day.get('actions')} actions "
+            f"(status {journal.status})")
 
 
 def json_text(journal: Journal) -> str:
@@ -263,6 +271,10 @@ def summary(journal: Journal) -> list[Block]:
     out += [Message("info", line) for line in result_lines(journal)]
     out += [Message("error", error) for error in journal.errors]
     out += [Message("warning", f"not cleaned up: {leftover}") for leftover in journal.leftovers]
+    if journal.experiment.get("game_day"):  # observed, not judged: no verdict (aichaos.gameday.record)
+        noted: Level = "error" if journal.errors else "info"
+        out.append(Message(noted, f"{_game_day_line(journal)} - journal {journal.path}"))
+        return out
     failed = [f"{g.name}[{g.phase}]" if g.phase else g.name for g in journal.failed_gates]
     line = f"verdict: {journal.verdict.upper()} (exit {journal.exit_code})"
     if failed:
