@@ -248,3 +248,20 @@ def test_without_named_metrics_watch_shows_each_services_own_series_gauges_first
                 {"b_total": "counter", "a_gauge": "gauge", "process_cpu_seconds_total": "counter"})
     assert list(default_queries(scrapes, ["s"])) == ["s/a_gauge", "s/b_total"]
     assert default_queries(scrapes, ["s"])["s/a_gauge"] == ("s", parse_selector("a_gauge"))
+
+
+def test_stack_up_takes_a_stack_file_or_an_experiments_stack(write, stack_file):
+    from aichaos.cli.cmd_stack import _stack_of
+    from tests.conftest import EXPERIMENT
+
+    assert _stack_of(stack_file) == (stack_file.resolve(), "auto", None)
+    experiment = write("experiment.yaml", EXPERIMENT.replace("stack: stack.yaml", "stack: stack.yaml\nruntime: local"))
+    assert _stack_of(experiment) == (stack_file.resolve(), "local", None)
+    with pytest.raises(ExperimentError):
+        _stack_of(write("bad.yaml", "services: {}\n"))
+
+
+def test_watch_refuses_bad_options_with_exit_2():
+    assert runner.invoke(app, ["watch", "--mode", "fancy"]).exit_code == ExitCode.INVALID
+    result = runner.invoke(app, ["watch", "--duration", "soon"])
+    assert result.exit_code == ExitCode.INVALID and "--duration soon" in result.output
