@@ -56,13 +56,36 @@ def test_validate_missing_file(tmp_path):
 def test_init_writes_a_valid_experiment(tmp_path):
     target = tmp_path / "exp.yaml"
     stack = ROOT / "sample_stack" / "stack.yaml"
-    result = runner.invoke(app, ["init", str(target), "--stack", str(stack)])
+    result = runner.invoke(app, ["init", str(target), "--stack-path", str(stack)])
     assert result.exit_code == 0, result.output
     assert target.read_text().startswith("# aichaos experiment")
     result = runner.invoke(app, ["validate", str(target)])
     assert result.exit_code == 0, result.output
     again = runner.invoke(app, ["init", str(target)])
     assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_init_stack_writes_a_stack_that_an_init_experiment_validates_with(tmp_path):
+    stack = tmp_path / "stack.yaml"
+    result = runner.invoke(app, ["init", str(stack), "--stack"])
+    assert result.exit_code == 0, result.output
+    assert stack.read_text().startswith("# aichaos stack")
+    result = runner.invoke(app, ["init", str(tmp_path / "exp.yaml"), "--stack-path", "stack.yaml",
+                                 "--edge", "gateway->model-server"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["validate", str(tmp_path / "exp.yaml")])
+    assert result.exit_code == 0, result.output
+
+
+def test_schema_of_the_stack_format():
+    import json
+
+    result = runner.invoke(app, ["schema", "--stack"])
+    assert result.exit_code == 0
+    schema = json.loads(result.output)
+    assert schema["title"] == "aichaos stack"
+    service = schema["$defs"]["Service"]["properties"]
+    assert {"ports", "env_file", "workdir", "gpus", "address", "healthcheck"} <= set(service)
 
 
 def test_schema_prints_json():

@@ -282,3 +282,19 @@ def test_docker_host_names_where_published_ports_are_reached():
     assert engine_host("unix:///var/run/docker.sock") == "127.0.0.1"
     assert engine_host("tcp://127.0.0.1:2375") == "127.0.0.1"
     assert engine_host("") == "127.0.0.1"
+
+
+def test_every_key_of_the_stack_format_is_in_the_readme():
+    from pydantic import BaseModel
+
+    from aichaos.experiment import stack as model
+    from tests.conftest import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## The stack file"):]
+    section = section[:section.index("\n## ", 3)]
+    models = [m for m in vars(model).values() if isinstance(m, type) and issubclass(m, BaseModel)
+              and m.__module__ == model.__name__]
+    missing = sorted({f"{m.__name__}.{f.alias or n}" for m in models for n, f in m.model_fields.items()
+                      if f"`{f.alias or n}`" not in section})
+    assert missing == []
