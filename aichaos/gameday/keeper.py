@@ -277,7 +277,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "aichaos-keeper"
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.info("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), format % args)  # watch asks every second
 
     def _answer(self, status: int, body: Any) -> None:
         data = json.dumps(body).encode()
