@@ -242,6 +242,9 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
     state.proxy_url, state.proxy_pid = backend.url, backend.pid
     state.save()
     report(f"fault proxy: {backend.kind} at {backend.url} (version {backend.version})")
+    # what only the builtin proxy can do is refused here, before the stack starts (exit 2)
+    check_faults(experiment.phases, RunCheck(kind.capabilities, kind.name, options.allow_external,
+                                             proxy=backend.kind, proxy_version=backend.version))
     if backend.kind == "builtin-container":
         report("the ghcr.io/shopify/toxiproxy image is not here and could not be pulled: the builtin "
                "Toxiproxy-compatible server serves in a container instead")

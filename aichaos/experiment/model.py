@@ -487,6 +487,65 @@ class RetryStormFault(FaultSpec):
 
 
 
+# ---------------------------------------------------------------- HTTP and stream faults
+class _HttpFault(FaultSpec):
+    """A fault on the requests of an HTTP edge (``scheme: http``), made by the builtin fault proxy."""
+
+    edge: str = Field(pattern=EDGE_PATTERN, description="<dependent>-><dependency>, an edge with scheme: http")
+    fraction: float = Field(1.0, gt=0, le=1, description="the share of requests it acts on")
+    path: str = Field("", pattern=r"^(/.*)?$", max_length=1000,
+                      description="only requests whose path starts with this (default: all)")
+    method: Literal["", "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
+        "", description="only requests with this method (default: all)")
+
+
+class HttpErrorFault(_HttpFault):
+    """A share of requests answered with ``status`` by the proxy, without reaching the service."""
+
+    type: Literal["http_error"]
+    status: int = Field(503, ge=400, le=599)
+    retry_after_s: int = Field(1, ge=0, le=3600, description="Retry-After on 429 and 503 (0: none)")
+
+
+class FirstByteDelayFault(_HttpFault):
+    """The response's first byte (an LLM's first token) held for ``delay_ms``; the rest untouched."""
+
+    type: Literal["first_byte_delay"]
+    delay_ms: int = Field(ge=1, le=3_600_000)
+
+
+class StreamStallFault(_HttpFault):
+    """After ``after_events`` server-sent events, the stream held for ``stall_ms``, then it goes on."""
+
+    type: Literal["stream_stall"]
+    after_events: int = Field(ge=0, le=1_000_000)
+    stall_ms: int = Field(ge=1, le=3_600_000)
+
+
+class StreamThrottleFault(_HttpFault):
+    """At most ``events_per_s`` server-sent events a second (inter-token latency up)."""
+
+    type: Literal["stream_throttle"]
+    events_per_s: int = Field(ge=1, le=1_000_000)
+
+
+class StreamTruncateFault(_HttpFault):
+    """After ``after_events`` events the stream ends without the rest, its final event included:
+    ``close`` cuts the connection, ``end`` ends the body well framed (a 200 that looks complete)."""
+
+    type: Literal["stream_truncate"]
+    after_events: int = Field(ge=0, le=1_000_000)
+    mode: Literal["close", "end"] = "close"
+
+
+class StreamCorruptFault(_HttpFault):
+    """Event ``after_events`` + 1 replaced with malformed data, or an error event inserted before it."""
+
+    type: Literal["stream_corrupt"]
+    after_events: int = Field(ge=0, le=1_000_000)
+    mode: Literal["malformed", "error"] = "malformed"
+
+
 # ---------------------------------------------------------------- AI faults
 class _ServiceFault(FaultSpec):
     service: str = Field(description="the stack service it acts on")
@@ -517,6 +576,28 @@ class OomNextBatchFault(_ServiceFault):
     """The next batch fails out of memory: a real CUDA OOM on a GPU (through the fault hooks)."""
 
     type: Literal["oom_next_batch"]
+
+
+class KvCachePressureFault(_ServiceFault):
+    """The KV-cache budget shrunk to ``blocks`` (hook ``kv_cache_blocks``): preemptions, TTFT and E2E up."""
+
+    type: Literal["kv_cache_pressure"]
+    blocks: int = Field(ge=1, le=100_000_000, description="KV-cache blocks left to the engine")
+
+
+class EngineCrashFault(_ServiceFault):
+    """The engine loop dies while the HTTP front stays up (hook ``crash``); the revert starts it again.
+    Records the service's "health honesty": how long until its health check said so."""
+
+    type: Literal["engine_crash"]
+    health_path: str = Field("/health", pattern=r"^/", description="polled during the phase for a non-2xx")
+
+
+class ModelUnloadFault(_ServiceFault):
+    """The model is unloaded (hook ``unload``); the next request pays a cold start of ``cold_start_ms``."""
+
+    type: Literal["model_unload"]
+    cold_start_ms: int = Field(2000, ge=0, le=3_600_000)
 
 
 class Probe(Strict):

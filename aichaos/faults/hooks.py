@@ -11,7 +11,8 @@ The sample LLM server (sample_stack/llm_server.py) speaks the same protocol: ``s
 ``error_fraction``/``error_status`` and ``hang`` as above (so the faults here work on it), and
 ``decode_delay_ms``, ``stall_after_tokens``/``stall_ms``, ``error_midstream``, ``kv_cache_blocks``,
 ``crash`` (the engine loop dies, the HTTP front stays up; false restarts it), ``unload`` (the next
-request waits for a cold start of ``cold_start_ms``); its docstring says what each does.
+request waits for a cold start of ``cold_start_ms``); its docstring says what each does. The engine
+faults ``kv_cache_pressure``, ``engine_crash`` and ``model_unload`` set the last three.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ from typing import Any
 from aichaos import clock
 from aichaos.errors import FaultInjectionError, FaultRevertError
 from aichaos.experiment.model import (
+    EngineCrashFault,
     InferenceErrorsFault,
     InferenceHangFault,
     InferenceSlowdownFault,
+    KvCachePressureFault,
     ModelSwapFault,
+    ModelUnloadFault,
     OomNextBatchFault,
     Probe,
 )
@@ -55,7 +59,8 @@ from aichaos.metrics.scrape import ScrapeStore
 
 log = logging.getLogger(__name__)
 
-HookFault = InferenceSlowdownFault | InferenceErrorsFault | InferenceHangFault | OomNextBatchFault | ModelSwapFault
+HookFault = (InferenceSlowdownFault | InferenceErrorsFault | InferenceHangFault | OomNextBatchFault | ModelSwapFault
+             | KvCachePressureFault | EngineCrashFault | ModelUnloadFault)
 DISAGREEMENT = "aichaos_probe_disagreement"  # the probe's series, next to the service's scraped ones
 
 
@@ -169,6 +174,101 @@ class ModelSwap(HookKind):
         prober = Prober(fault.service, f"http://{running.host}:{running.port}", fault.probe, scrapes)
         prober.start()
         return prober
+
+
+@register_fault
+class KvCachePressure(HookKind):
+    model = KvCachePressureFault
+
+    def body(self, fault: KvCachePressureFault) -> tuple[dict[str, Any], str]:
+        return {"kv_cache_blocks": fault.blocks}, f"KV cache cut to {fault.blocks} blocks"
+
+    def describe(self, fault: KvCachePressureFault, what: str, before: dict[str, Any]) -> str:
+        return f"KV cache {before['kv_cache_blocks']} → {fault.blocks} blocks"
+
+
+@register_fault
+class ModelUnload(HookKind):
+    model = ModelUnloadFault
+
+    def body(self, fault: ModelUnloadFault) -> tuple[dict[str, Any], str]:
+        return {"unload": True, "cold_start_ms": fault.cold_start_ms}, \
+            f"model unloaded (cold start {fault.cold_start_ms} ms)"
+
+
+@register_fault
+class EngineCrash(HookKind):
+    """The engine dies, the front stays up; ``/health`` is polled meanwhile, and the fault's detail
+    says how long it took to admit it (``health_unhealthy_after_s``, None when it never did)."""
+
+    model = EngineCrashFault
+
+    def body(self, fault: EngineCrashFault) -> tuple[dict[str, Any], str]:
+        return {"crash": True}, "engine crashed (the HTTP front stays up)"
+
+    def restore(self, body: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+        return {"crash": False}  # whatever it read: the revert starts the engine again
+
+    def apply(self, fault: EngineCrashFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        running = ctx.handle.services[fault.service]
+        watch = HealthWatch(f"http://{running.host}:{running.port}{fault.health_path}")
+        applied = apply_hook_fault(fault, phase, hook_client(ctx, fault.service))
+        watch.start()
+        revert = applied.revert_action
+
+        def stop_watch_then_revert() -> None:
+            applied.detail.update(watch.stop())
+            revert()
+
+        applied.revert_action = stop_watch_then_revert
+        return applied
+
+
+class HealthWatch:
+    """Polls a health URL from the fault's start until it answers anything but 2xx (or stops)."""
+
+    def __init__(self, url: str, interval: float = 0.05) -> None:
+        self.url = url
+        self.interval = interval
+        self.started = 0.0
+        self.unhealthy_after: float | None = None
+        self.answer: str | None = None
+        self.checks = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aichaos-health-watch", daemon=True)
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self._thread.start()
+
+    def _check(self) -> str | None:
+        """What the health check said when it was not healthy, or None while it was."""
+        try:
+            with urllib.request.urlopen(self.url, timeout=1.0) as response:
+                response.read(1000)
+                return None if 200 <= response.status < 300 else str(response.status)
+        except urllib.error.HTTPError as exc:
+            return str(exc.code)
+        except OSError as exc:
+            return f"no answer ({exc})"
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            said = self._check()
+            self.checks += 1
+            if said is not None:
+                self.unhealthy_after, self.answer = time.monotonic() - self.started, said
+                return
+            self._stop.wait(self.interval)
+
+    def stop(self) -> dict[str, Any]:
+        """Stop polling; the "health honesty" figures for the fault's detail."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(3)
+        after = None if self.unhealthy_after is None else round(self.unhealthy_after, 3)
+        return {"health_url": self.url, "health_unhealthy_after_s": after, "health_answer": self.answer,
+                "health_checks": self.checks}
 
 
 def hook_client(ctx: FaultContext, service: str) -> HookClient:

@@ -56,6 +56,10 @@ class RunCheck:
     capabilities: frozenset[str]  # of the chosen runtime (see aichaos.runtime.registry)
     runtime: str
     allow_external: bool
+    # the fault proxy, once it is known (the run checks again right after it starts, before the stack):
+    # its kind (aichaos.proxy.backend.ProxyBackend.kind) and the version it reports
+    proxy: str | None = None
+    proxy_version: str = ""
 
 
 class Closeable(ABC):

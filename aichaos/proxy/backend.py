@@ -78,6 +78,12 @@ class ProxyBackend:
         return []
 
 
+def is_builtin(version: str) -> bool:
+    """Whether a Toxiproxy-API server is the builtin one (which alone has HTTP toxics), from the
+    version it reports (``aichaos.proxy.api.API_VERSION``)."""
+    return "-aichaos." in version
+
+
 def wait_for_api(url: str, process: subprocess.Popen[bytes] | None, log_path: Path, timeout: float) -> str:
     client = ToxiproxyClient(url, timeout=1.0)
     deadline = time.monotonic() + timeout
