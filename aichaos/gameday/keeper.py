@@ -188,7 +188,9 @@ class Keeper:
         if problems:
             raise UsageError("; ".join(f"{key}: {message}" for key, message in problems))
         assert self.kind is not None and self.context is not None
-        kind.check_run(fault, RunCheck(self.kind.capabilities, self.kind.name, allow_external))
+        proxy = self.environment.get("proxy") or {}
+        kind.check_run(fault, RunCheck(self.kind.capabilities, self.kind.name, allow_external, proxy.get("kind"),
+                                       proxy.get("version", "")))
         if for_s is not None and for_s <= 0:
             raise UsageError("--for must be longer than 0s")
         with self.lock:
