@@ -191,3 +191,34 @@ def test_bytes_that_are_not_http_are_relayed(edge, upstream: HttpUpstream) -> No
             answer += data
     with httpx.Client(base_url=base, timeout=5) as http:
         assert http.get("/json").status_code == 200
+
+
+def test_the_fault_kind_applies_reverts_and_cleanup_removes_it(server: BackgroundProxyServer,
+                                                               upstream: HttpUpstream) -> None:
+    """The http_error fault through its kind (before_load switches the edge to HTTP, apply adds the
+    toxic, the revert removes it), and again as after a kill -9: cleanup's undoer removes it."""
+    from types import SimpleNamespace
+
+    from aichaos.experiment.model import HttpErrorFault
+    from aichaos.faults.registry import UndoContext, kind_of, revert_undo
+
+    client = ToxiproxyClient(server.url)
+    info = client.create_proxy("frontend__backend", upstream.address)
+    try:
+        fault = HttpErrorFault(type="http_error", edge="frontend->backend", status=503)
+        kind = kind_of(fault)
+        ctx = SimpleNamespace(client=client)
+        kind.before_load(fault, ctx, None)  # type: ignore[arg-type]
+        assert client.protocol("frontend__backend") == "http"
+        with httpx.Client(base_url=f"http://127.0.0.1:{info.port}", timeout=5) as http:
+            applied = kind.apply(fault, "fault", 0, ctx)  # type: ignore[arg-type]
+            assert http.get("/json").status_code == 503
+            applied.revert()
+            assert http.get("/json").status_code == 200
+            kind.apply(fault, "fault", 1, ctx)  # type: ignore[arg-type]
+            assert http.get("/json").status_code == 503
+            said = revert_undo(applied.undo_record | {"toxic": "aichaos_fault_1"}, UndoContext(lambda pid: False))
+            assert "removed toxic aichaos_fault_1" in said
+            assert http.get("/json").status_code == 200 and client.toxics("frontend__backend") == []
+    finally:
+        client.delete_proxy("frontend__backend")
