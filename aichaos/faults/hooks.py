@@ -195,6 +195,32 @@ class ModelUnload(HookKind):
         return {"unload": True, "cold_start_ms": fault.cold_start_ms}, \
             f"model unloaded (cold start {fault.cold_start_ms} ms)"
 
+    def apply(self, fault: ModelUnloadFault, phase: str, index: int, ctx: FaultContext) -> AppliedFault:
+        """The revert loads the model and waits until it is loaded: its detail says how long that took
+        (``reload_s``, the cold start as the service paid it)."""
+        client = hook_client(ctx, fault.service)
+        applied = apply_hook_fault(fault, phase, client)
+        post_restore = applied.revert_action
+
+        def reload() -> None:
+            started = time.monotonic()
+            post_restore()
+            deadline = started + 60 + fault.cold_start_ms / 1000
+            while True:
+                try:
+                    if not client.get().get("unload"):
+                        break
+                except OSError:
+                    pass  # a service busy loading may not answer at once
+                if time.monotonic() > deadline:
+                    raise FaultRevertError(f"{fault.service} did not load its model again within "
+                                           f"{deadline - started:.0f}s of the revert")
+                time.sleep(0.05)
+            applied.detail["reload_s"] = round(time.monotonic() - started, 3)
+
+        applied.revert_action = reload
+        return applied
+
 
 @register_fault
 class EngineCrash(HookKind):

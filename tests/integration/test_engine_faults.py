@@ -49,6 +49,7 @@ def test_kv_cache_pressure_and_model_unload_set_their_hooks_and_revert(llm: Serv
         assert {k: state[k] for k in expect} == expect, state
         applied.revert()
         assert hooks.get() == before
+    assert applied.detail["reload_s"] >= 0.3  # the revert waited for the cold start
 
 
 def test_engine_crash_records_how_long_health_took_to_say_so(llm: Server) -> None:
