@@ -16,6 +16,7 @@ from aichaos.cli.app import app
 from aichaos.errors import ExperimentError
 from aichaos.experiment.durations import parse_duration
 from aichaos.experiment.loader import load_experiment
+from aichaos.experiment.model import FaultSpec
 from aichaos.experiment.yamlpos import MAX_DEPTH, MAX_FILE_BYTES, parse_yaml
 from tests.conftest import EXPERIMENT, STACK
 
@@ -253,7 +254,8 @@ def test_traffic_spike_cannot_take_the_load_past_its_bound(files):
 @pytest.mark.parametrize(("old", "new", "words"), [
     ("  - {name: baseline, duration: 5s}", "  - 5", "expected a mapping with name and duration, got a number"),
     ("{type: latency, edge: frontend->backend, latency_ms: 100}", "latency",
-     "expected a mapping with type (latency, bandwidth, timeout or 20 more) and its settings, got 'latency'"),
+     "expected a mapping with type (latency, bandwidth, timeout or "
+     f"{len(FaultSpec.MODELS) - 3} more) and its settings, got 'latency'"),
     ("{p95_ms: {max: 100}}", "{p95_ms: 100}",
      "expected a mapping of max, min, baseline_ratio or baseline_delta, got a number"),
     ("users: 2", "users: [2]", "expected an integer, got a list"),
