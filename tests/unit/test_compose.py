@@ -298,3 +298,43 @@ def test_every_key_of_the_stack_format_is_in_the_readme():
     missing = sorted({f"{m.__name__}.{f.alias or n}" for m in models for n, f in m.model_fields.items()
                       if f"`{f.alias or n}`" not in section})
     assert missing == []
+
+
+class _AttachedFake:
+    """The fake runtime with the capability of an attached one (runtime external)."""
+
+    @staticmethod
+    def kind(world):
+        from aichaos.runtime.external import ATTACHED
+        from aichaos.runtime.fake import FakeKind
+
+        class AttachedFakeKind(FakeKind):
+            capabilities = frozenset({ATTACHED})
+
+        return AttachedFakeKind(world)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_an_attached_run_injects_only_when_every_edge_carried_traffic(tmp_path, quiet):
+    from aichaos import clock
+    from aichaos.run import RunOptions, run_experiment
+    from aichaos.runtime.fake import FakeClock, FakeWorld
+    from tests.conftest import STACK
+    from tests.unit.test_run_loop import EXPERIMENT as LOOP
+
+    world = FakeWorld()
+    if quiet:
+        world.quiet.add("frontend__backend")
+    (tmp_path / "stack.yaml").write_text(STACK)
+    (tmp_path / "experiment.yaml").write_text(LOOP)
+    loaded = load_experiment(tmp_path / "experiment.yaml")
+    lines: list[str] = []
+    with clock.using(FakeClock()):
+        journal = run_experiment(loaded, RunOptions(runs_dir=tmp_path / "runs", runtime_kind=_AttachedFake.kind(world)),
+                                 report=lines.append, load_factory=world.load)
+    if quiet:
+        assert journal.exit_code == 3 and not any(e.startswith("add_toxic") for e in world.events)
+        assert "no traffic went through the fault proxy on frontend->backend" in journal.errors[0]
+    else:
+        assert any(e.startswith("add_toxic") for e in world.events)
+        assert "every edge carried traffic through the fault proxy (1)" in lines
