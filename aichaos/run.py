@@ -225,55 +225,22 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
              load_factory: LoadFactory, progress: Progress | None = None) -> None:
     from aichaos.load.generator import load_spec
     from aichaos.load.schedule import plan_load
-    from aichaos.runtime.base import StackHandle, bring_up
+    from aichaos.stackup import record_services, start_fault_proxy, start_services
 
     experiment = loaded.experiment
     started = time.monotonic()
-    runtime = kind.open(setup)
-    session.runtime = runtime
-    # the network is made first and removed last: the proxy and the services are on it
-    session.started("network", lambda hurry: runtime.close_network(), of_stack=True)
-    journal.environment.update(runtime.prepare(report))
-
-    backend = runtime.start_fault_proxy(setup.toxiproxy_url)
-    session.backend = backend
-    session.started("fault proxy", lambda hurry: backend.close(), of_stack=True)
-    journal.environment["proxy"] = {"kind": backend.kind, "url": backend.url, "version": backend.version}
-    state.proxy_url, state.proxy_pid = backend.url, backend.pid
-    state.save()
-    report(f"fault proxy: {backend.kind} at {backend.url} (version {backend.version})")
+    up = start_fault_proxy(session, kind, setup, state, report)
+    runtime, backend = up.runtime, up.backend
+    journal.environment.update(up.environment)
     # what only the builtin proxy can do is refused here, before the stack starts (exit 2)
     check_faults(experiment.phases, RunCheck(kind.capabilities, kind.name, options.allow_external,
                                              proxy=backend.kind, proxy_version=backend.version))
-    if backend.kind == "builtin-container":
-        report("the ghcr.io/shopify/toxiproxy image is not here and could not be pulled: the builtin "
-               "Toxiproxy-compatible server serves in a container instead")
-
     client = backend.client
-    handle = StackHandle()
-    session.handle = handle
-
-    def stop_stack(hurry: bool) -> list[str]:
-        leftovers: list[str] = []
-        for edge, info in handle.proxies.items():
-            try:
-                client.delete_proxy(info.name)
-            except AichaosError as exc:
-                leftovers.append(f"proxy {info.name} for {edge} ({exc.message})")
-        return leftovers + runtime.teardown(hurry=hurry)
-
-    session.started("stack", stop_stack, of_stack=True)
-
-    def record_started() -> None:
-        state.services = {n: s.pid for n, s in handle.services.items() if s.pid}
-        state.proxies = [p.name for p in handle.proxies.values()]
-        state.save()
-
     for note in loaded.notes:  # what a Compose file's reading inferred or ignored
         report(note)
     report(f"starting stack {loaded.stack_path} ({', '.join(loaded.stack.start_order())})")
-    bring_up(loaded.stack, runtime, client, handle, on_started=record_started)
-    record_started()
+    handle = start_services(session, up, loaded.stack, state)
+    record_started = record_services(state, handle)
     journal.stack_ready_s = time.monotonic() - started
     facts, note = runtime.stack_facts()
     journal.environment.update(facts)

@@ -34,11 +34,12 @@ from aichaos.faults.registry import FaultContext, RunCheck, kind_of
 from aichaos.gameday.control import GameDay
 from aichaos.gameday.record import Action, write_journal
 from aichaos.interrupts import signals_raise
-from aichaos.runtime.base import StackHandle, bring_up
+from aichaos.runtime.base import StackHandle
 from aichaos.runtime.labels import labelled_children
 from aichaos.runtime.registry import RuntimeKind, RuntimeSetup, choose_runtime
 from aichaos.runtime.state import RunDirLock, RunState
 from aichaos.session import RunSession
+from aichaos.stackup import record_services, start_fault_proxy, start_services
 
 log = logging.getLogger(__name__)
 
@@ -95,36 +96,14 @@ class Keeper:
         self.kind = kind
         state.runtime = kind.name
         state.save()
-        runtime = kind.open(setup)
-        session.runtime = runtime
-        session.started("network", lambda hurry: runtime.close_network(), of_stack=True)
-        self.environment.update(runtime.prepare(report))
-        backend = runtime.start_fault_proxy(setup.toxiproxy_url)
-        session.backend = backend
-        session.started("fault proxy", lambda hurry: backend.close(), of_stack=True)
+        up = start_fault_proxy(session, kind, setup, state, report)
+        runtime, backend = up.runtime, up.backend
+        self.environment.update(up.environment)
         self.environment.update({"runtime": kind.name, "python": sys.version.split()[0], "aichaos": __version__,
-                                 "pid": os.getpid(),
-                                 "proxy": {"kind": backend.kind, "url": backend.url, "version": backend.version}})
-        state.proxy_url, state.proxy_pid = backend.url, backend.pid
-        state.save()
-        report(f"fault proxy: {backend.kind} at {backend.url}")
+                                 "pid": os.getpid()})
         client = backend.client
-        handle = self.handle
-        session.handle = handle
-
-        def stop_stack(hurry: bool) -> list[str]:
-            leftovers: list[str] = []
-            for edge, info in handle.proxies.items():
-                try:
-                    client.delete_proxy(info.name)
-                except AichaosError as exc:
-                    leftovers.append(f"proxy {info.name} for {edge} ({exc.message})")
-            return leftovers + runtime.teardown(hurry=hurry)
-
-        session.started("stack", stop_stack, of_stack=True)
         report(f"starting {', '.join(self.stack.start_order())}")
-        bring_up(self.stack, runtime, client, handle, on_started=self._record_pids)
-        self._record_pids()
+        handle = start_services(session, up, self.stack, state, self.handle)
         facts, _ = runtime.stack_facts()
         self.environment.update(facts)
         self.ready_s = time.monotonic() - started
@@ -133,9 +112,7 @@ class Keeper:
         self._act("up", f"stack {day.stack_file} up ({kind.name}) in {self.ready_s:.1f}s")
 
     def _record_pids(self) -> None:
-        self.state.services = {n: s.pid for n, s in self.handle.services.items() if s.pid}
-        self.state.proxies = [p.name for p in self.handle.proxies.values()]
-        self.state.save()
+        record_services(self.state, self.handle)()
 
     def _save_faults(self) -> None:
         self.state.faults = [f.applied.undo_record for f in self.faults.values() if f.applied.undo_record]
