@@ -7,9 +7,16 @@ flight (round robin among equals) whose circuit breaker lets them through. A rep
 a retry budget, on the other replica first (fallback), then on any. A stream is committed to a
 replica once its first chunk has come; from then on chunks are relayed one by one as they come, and
 a replica that fails later ends the client's stream with an error event (its tokens cannot be taken
-back). 4xx other than 429 are the client's: passed on, never retried. Each replica has its own
-breaker: consecutive failures (5xx, connection errors, timeouts, broken streams; not 429, which is
-a replica shedding load, not failing) open it for a cooldown, then one trial request half-opens it.
+back): an error event in the stream (a 429 or a 5xx after the 200) is relayed like any other, which is
+the failure mode LiteLLM users report, a router that does not fall back once the stream has begun.
+``--resume-streams`` (``ROUTER_RESUME_STREAMS=1``) fixes it: the router reads the events it relays,
+and when a replica sends an error event or breaks the stream, asks another replica for the same
+request and relays only the text the client has not had yet (the answer is the same one only under
+deterministic decoding: temperature 0, or a seed, and the same model on every replica).
+
+4xx other than 429 are the client's: passed on, never retried. Each replica has its own breaker:
+consecutive failures (5xx, connection errors, timeouts, broken streams; not 429, which is a replica
+shedding load, not failing) open it for a cooldown, then one trial request half-opens it.
 
 Replicas come from ``--replica URL`` (repeatable) or, as the stack file hands them over, from every
 ``REPLICA_<NAME>_URL`` variable (replica ``<name>`` in the metrics).
@@ -45,7 +52,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from sample_stack.llm_metrics import TTFT_BUCKETS
-from sample_stack.llm_openai import error_body, error_event
+from sample_stack.llm_openai import DONE, error_body, error_event
 from sample_stack.resilience import CircuitBreaker, RetryBudget
 
 log = logging.getLogger("llm-router")
@@ -94,6 +101,7 @@ class Router:
         self.budget = RetryBudget(max_retries=args.max_retries, ratio=args.retry_ratio, min_retries=args.min_retries,
                                   base_backoff=args.backoff, max_backoff=args.max_backoff)
         self.first_chunk_timeout = args.first_chunk_timeout
+        self.resume_streams = args.resume_streams
         self.timeout = httpx.Timeout(connect=args.connect_timeout, read=args.read_timeout, write=5.0, pool=5.0)
         self.client: httpx.AsyncClient | None = None
         self._turn = itertools.count()
@@ -103,6 +111,8 @@ class Router:
                                 registry=r)
         self.retries = Counter("router_retries", "Retries of a request on a replica", registry=r)
         self.fallbacks = Counter("router_fallbacks", "Answers from a replica after another failed", registry=r)
+        self.resumed = Counter("router_resumed_streams", "Streams resumed on another replica after failing midway",
+                               registry=r)
         self.first_chunk = Histogram("router_time_to_first_chunk_seconds", "Request to the first relayed chunk",
                                      registry=r, buckets=TTFT_BUCKETS)
         r.register(_BreakerState(self.replicas))
@@ -216,8 +226,9 @@ class Router:
                                     f"{replica.name} sent no first chunk: {exc!r}", label)
             self.first_chunk.observe(asyncio.get_running_loop().time() - started)
             handed_over = True
-            return StreamingResponse(self._relay(replica, upstream, first, chunks), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache"})
+            relay = (self._relay_resuming(replica, upstream, first, chunks, path, body, headers)
+                     if self.resume_streams else self._relay(replica, upstream, first, chunks))
+            return StreamingResponse(relay, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         finally:
             if not handed_over:
                 replica.in_flight -= 1
@@ -247,6 +258,76 @@ class Router:
             replica.in_flight -= 1
             await upstream.aclose()
 
+    async def _relay_resuming(self, replica: Replica, upstream: httpx.Response, first: bytes,
+                              chunks: AsyncIterator[bytes], path: str, body: bytes,
+                              headers: dict[str, str]) -> AsyncIterator[bytes]:
+        """Relay event by event; when ``replica`` fails midway, go on from another replica's answer to
+        the same request, less the text already relayed."""
+        framer = EventFramer()
+        sent = 0  # characters of text the client has had
+        failure = ""
+        try:
+            try:
+                async for raw in _prepend(first, chunks):
+                    for event in framer.feed(raw):
+                        if is_error_event(event):
+                            failure = "error_event"
+                            break
+                        sent += len(event_text(event))
+                        yield event
+                    if failure:
+                        break
+            except httpx.HTTPError as exc:
+                failure = "broken_stream"
+                log.warning("%s broke a stream: %r", replica.name, exc)
+            if not failure:
+                if framer.rest:
+                    yield framer.rest
+                replica.breaker.record_success()
+                self.upstream.labels(replica.name, "200").inc()
+                return
+            replica.breaker.record_failure()
+            self.upstream.labels(replica.name, failure).inc()
+        finally:
+            replica.in_flight -= 1
+            await upstream.aclose()
+        async for event in self._resume(replica, path, body, headers, sent):
+            yield event
+
+    async def _resume(self, failed: Replica, path: str, body: bytes, headers: dict[str, str],
+                      skip: int) -> AsyncIterator[bytes]:
+        """Another replica's stream for the same request, its first ``skip`` characters of text left out."""
+        assert self.client is not None
+        other = self._pick([failed])
+        if other is None or other is failed:
+            yield error_event(f"the replica {failed.name} failed in the middle of the stream", 502) + DONE
+            return
+        self.retries.inc()
+        other.in_flight += 1
+        try:
+            async with self.client.stream("POST", other.url + path, content=body, headers=headers) as upstream:
+                if upstream.status_code != 200:
+                    self.upstream.labels(other.name, str(upstream.status_code)).inc()
+                    yield error_event(f"{failed.name} failed midway and {other.name} answered "
+                                      f"{upstream.status_code}", 502) + DONE
+                    return
+                framer = EventFramer()
+                async for raw in upstream.aiter_raw():
+                    for event in framer.feed(raw):
+                        if skip and not is_error_event(event):
+                            event, skip = skip_text(event, skip)
+                        if event:
+                            yield event
+            self.upstream.labels(other.name, "200").inc()
+            self.resumed.inc()
+            self.fallbacks.inc()
+        except httpx.HTTPError as exc:
+            other.breaker.record_failure()
+            self.upstream.labels(other.name, "broken_stream").inc()
+            yield error_event(f"{failed.name} failed midway and {other.name} too: {exc!r}", 502)
+        finally:
+            other.in_flight -= 1
+
     async def models(self, request: Request) -> Response:
         assert self.client is not None
         for replica in sorted(self.replicas, key=lambda r: int(r.breaker.state)):
@@ -263,6 +344,68 @@ class Router:
 
     async def metrics(self, request: Request) -> Response:
         return Response(generate_latest(self.registry), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+class EventFramer:
+    """Cuts a byte stream into server-sent events (each ending in a blank line)."""
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self.rest += data
+        *events, self.rest = re.split(rb"(?<=\n\n)", self.rest)
+        return [e for e in events if e]
+
+
+async def _prepend(first: bytes, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in chunks:
+        yield chunk
+
+
+def _payload(event: bytes) -> dict | None:
+    if not event.startswith(b"data:") or event.startswith(b"data: [DONE]"):
+        return None
+    try:
+        payload = json.loads(event[5:])
+    except ValueError:
+        return None
+    return payload if isinstance(payload, dict) else None
+
+
+def is_error_event(event: bytes) -> bool:
+    payload = _payload(event)
+    return payload is not None and "error" in payload
+
+
+def event_text(event: bytes) -> str:
+    """The text an OpenAI chunk carries (chat: ``delta.content``; completions: ``text``)."""
+    payload = _payload(event)
+    choices = (payload or {}).get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    delta = choice.get("delta")
+    text = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def skip_text(event: bytes, skip: int) -> tuple[bytes, int]:
+    """The event less its first ``skip`` characters of text (b"" when nothing else is left in it), and
+    how many characters are still to skip after it."""
+    text = event_text(event)
+    payload = _payload(event)
+    if payload is None or not text:
+        return event, skip
+    choice = payload["choices"][0]
+    kept = text[skip:]
+    left = max(0, skip - len(text))
+    if "delta" in choice:
+        choice["delta"] = {"content": kept} if kept else {}
+    else:
+        choice["text"] = kept
+    if not kept and choice.get("finish_reason") is None and not payload.get("usage"):
+        return b"", left
+    return f"data: {json.dumps(payload)}\n\n".encode(), left
 
 
 def replicas_from(urls: list[str], environ: dict[str, str]) -> list[tuple[str, str]]:
@@ -292,6 +435,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--backoff", type=float, default=float(env("ROUTER_BACKOFF", "0.02")), help="base backoff, s")
     p.add_argument("--max-backoff", type=float, default=float(env("ROUTER_MAX_BACKOFF", "0.5")))
     p.add_argument("--breaker-failures", type=int, default=int(env("ROUTER_BREAKER_FAILURES", "3")))
+    p.add_argument("--resume-streams", action="store_true", default=env("ROUTER_RESUME_STREAMS") == "1",
+                   help="a stream that fails midway goes on from another replica's answer (same text only under "
+                        "deterministic decoding)")
     p.add_argument("--breaker-cooldown", type=float, default=float(env("ROUTER_BREAKER_COOLDOWN", "2.0")))
     return p.parse_args(argv)
 

@@ -544,6 +544,8 @@ class StreamCorruptFault(_HttpFault):
     type: Literal["stream_corrupt"]
     after_events: int = Field(ge=0, le=1_000_000)
     mode: Literal["malformed", "error"] = "malformed"
+    status: int = Field(500, ge=400, le=599, description="the error event's code (mode: error), e.g. 429: a rate "
+                                                         "limit that arrives after the stream began")
 
 
 # ---------------------------------------------------------------- AI faults

@@ -153,5 +153,7 @@ class StreamCorrupt(HttpToxicKind):
 
     def toxic(self, fault: StreamCorruptFault) -> tuple[str, dict[str, Any], str]:
         how = "malformed" if fault.mode == "malformed" else "an error event before it"
-        return "stream_corrupt", {"after_events": fault.after_events, "mode": fault.mode}, \
+        if fault.mode == "error":
+            how = f"an error event ({fault.status}) before it"
+        return "stream_corrupt", {"after_events": fault.after_events, "mode": fault.mode, "status": fault.status}, \
             f"event {fault.after_events + 1} {how}"

@@ -42,8 +42,17 @@ from aichaos.proxy.toxics import Toxic
 MAX_HEAD = 64 * 1024
 MAX_LINE = 8 * 1024
 STREAM_TOXICS = ("stream_stall", "stream_throttle", "stream_truncate", "stream_corrupt")
-ERROR_EVENT = (b'data: {"error": {"message": "stream_corrupt: an error event injected by aichaos", '
-               b'"type": "server_error", "code": 500}}\n\n')
+ERROR_TYPES = {429: "rate_limit_error", 503: "overloaded_error"}  # OpenAI's and Anthropic's names
+
+
+def error_event(status: int) -> bytes:
+    """The event a ``stream_corrupt`` toxic in mode ``error`` inserts: an OpenAI-style error object."""
+    return b"data: %s\n\n" % json.dumps({"error": {
+        "message": f"stream_corrupt: an error event ({status}) injected by aichaos",
+        "type": ERROR_TYPES.get(status, "server_error"), "code": status}}).encode()
+
+
+ERROR_EVENT = error_event(500)
 MALFORMED_EVENT = b'data: {"id": "aichaos-corrupt", "choices": [{"delta": {"content": "\\x\n\n'
 _CLOSE = object()  # a held item: close the connection once what is ahead of it has gone
 
@@ -519,7 +528,7 @@ class _ResponseSide(_HttpDirection):
             if self.framer.kind == LENGTH:
                 event = _same_length(MALFORMED_EVENT, len(event))  # a Content-Length body keeps its length
             elif corrupt.attributes["mode"] == "error":
-                self._send_event(r, ERROR_EVENT, due)
+                self._send_event(r, error_event(int(corrupt.attributes.get("status", 500))), due)
             else:
                 event = MALFORMED_EVENT
         r.last_due = self._send_event(r, event, due)

@@ -32,8 +32,9 @@ stream_throttle   rate                                       at most ``rate`` ev
 stream_truncate   after_events, mode                         after N events: ``close`` the
                                                              connection, or ``end`` the body well
                                                              framed, without the rest
-stream_corrupt    after_events, mode                         event N+1 ``malformed``, or an
-                                                             ``error`` event inserted before it
+stream_corrupt    after_events, mode, status                 event N+1 ``malformed``, or an
+                                                             ``error`` event (code ``status``)
+                                                             inserted before it
 ================  =========================================  =====================================
 """
 
@@ -58,7 +59,7 @@ HTTP_TOXICS: dict[str, dict[str, int | str]] = {  # type -> attribute -> default
     "stream_stall": {"after_events": 0, "stall": 5000, **_MATCH},
     "stream_throttle": {"rate": 10, **_MATCH},
     "stream_truncate": {"after_events": 0, "mode": "close", **_MATCH},
-    "stream_corrupt": {"after_events": 0, "mode": "malformed", **_MATCH},
+    "stream_corrupt": {"after_events": 0, "mode": "malformed", "status": 500, **_MATCH},
 }
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("stream_truncate", "mode"): ("close", "end"),
@@ -66,6 +67,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 LIMITS: dict[tuple[str, str], tuple[int, int]] = {
     ("http_error", "status"): (100, 599),
+    ("stream_corrupt", "status"): (100, 599),
     ("stream_throttle", "rate"): (1, 1_000_000),
 }
 STREAMS = ("upstream", "downstream")

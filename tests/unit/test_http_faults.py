@@ -30,8 +30,8 @@ FAULTS = {
                         {"rate": 5, "path": "", "method": "POST"}, 1.0),
     "stream_truncate": ("{type: stream_truncate, edge: frontend->backend, after_events: 4, mode: end}",
                         {"after_events": 4, "mode": "end", "path": "", "method": ""}, 1.0),
-    "stream_corrupt": ("{type: stream_corrupt, edge: frontend->backend, after_events: 3, mode: error}",
-                       {"after_events": 3, "mode": "error", "path": "", "method": ""}, 1.0),
+    "stream_corrupt": ("{type: stream_corrupt, edge: frontend->backend, after_events: 3, mode: error, status: 429}",
+                       {"after_events": 3, "mode": "error", "status": 429, "path": "", "method": ""}, 1.0),
 }
 LATENCY = "{type: latency, edge: frontend->backend, latency_ms: 100}"
 
