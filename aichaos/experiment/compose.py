@@ -447,7 +447,14 @@ def _wire_edges(services: dict[str, dict[str, Any]], declared: dict[str, Edge], 
         for dep, other in services.items():
             if dep == name or dep in edges:
                 continue
-            for port_name, number in (other.get("ports") or {}).items():
+            ports = other.setdefault("ports", {})
+            for value in service.get("env", {}).values():  # a port it does not list, named in an address
+                for number in re.findall(rf"(?<![\w.-]){re.escape(dep)}:(\d{{1,5}})(?!\d)", value):
+                    if int(number) not in ports.values():
+                        ports[number] = int(number)
+            if not ports:
+                del other["ports"]
+            for port_name, number in ports.items():
                 needle = f"{dep}:{number}"
                 named = [k for k, v in service.get("env", {}).items() if re.search(rf"(?<![\w.-]){re.escape(needle)}"
                                                                                  r"(?![\d])", v)]

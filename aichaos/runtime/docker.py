@@ -425,6 +425,8 @@ class DockerRuntime:
             options["healthcheck"] = container_healthcheck(service)
         if service.volumes:
             options["mounts"] = self.mounts(service)
+        self.services[name] = service  # before anything exists: teardown reads them for whatever was made
+        self.logs[name] = log_path
         try:
             container = self.client.containers.create(
                 image, command=argv, environment=environment,
@@ -437,8 +439,6 @@ class DockerRuntime:
         except APIError as exc:
             raise StackStartError(f"service {name!r} could not start: {exc.explanation or exc}",
                                   hint=f"check services.{name}.command and image") from exc
-        self.services[name] = service
-        self.logs[name] = log_path
         self.launch[name] = outer
         return RunningService(name=name, host=self.host, port=outer.get(service.port_names[0], port), pid=None,
                               log_path=log_path, container=container.id, ports=outer, gpus=gpus_given(requests))

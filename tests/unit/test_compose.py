@@ -52,7 +52,7 @@ services:
     command: ["serve", "--port", "8080"]
     environment:
       MODEL_URL: http://model:8000/v1
-      OTHER: model:80
+      OTHER: notmodel:8000/x
     ports: ["127.0.0.1:18080:8080/tcp"]
     depends_on:
       model: {condition: service_healthy}
@@ -338,3 +338,19 @@ def test_an_attached_run_injects_only_when_every_edge_carried_traffic(tmp_path, 
     else:
         assert any(e.startswith("add_toxic") for e in world.events)
         assert "every edge carried traffic through the fault proxy (1)" in lines
+
+
+def test_an_address_names_a_port_the_dependency_does_not_list(compose):
+    text = """\
+services:
+  cache: {image: redis:7}
+  app:
+    image: app
+    environment: {REDIS_URL: "redis://cache:6379/0"}
+    depends_on: [cache]
+"""
+    stack = load_stack(compose(text))
+    assert stack.services["cache"].ports == {"6379": 6379}
+    edge = stack.services["app"].depends_on["cache"]
+    assert (edge.env, edge.replace, edge.port) == ("REDIS_URL", "cache:6379", "6379")
+    assert stack.services["cache"].ready.running  # no port was listed: ready once it runs
