@@ -72,6 +72,31 @@ def classify(exception: BaseException | None, response: Any) -> str:
     return "other"
 
 
+MAX_DISTINCT_ERRORS = 8  # distinct errors kept per second (their counts, and one example of each)
+
+
+def describe_error(kind: str, exception: BaseException | None, response: Any) -> tuple[str, str]:
+    """(signature, example) of a failed request: errors with one signature are the same error. The
+    example is the status and the first 200 bytes of the body, or the exception's message."""
+    status = getattr(response, "status_code", 0) or 0
+    if status:
+        try:
+            body = " ".join(str(getattr(response, "text", "") or "").split())
+        except Exception:  # a body that cannot be decoded: the status says enough
+            body = ""
+        return f"{kind} {status} {body[:60]}", f"{status} {body[:200]}".strip()
+    message = " ".join(f"{type(exception).__name__}: {exception}".split())[:200]
+    return f"{kind} {message[:80]}", message
+
+
+def count_error(examples: dict[str, list[Any]], signature: str, kind: str, example: str, n: int = 1) -> None:
+    entry = examples.get(signature)
+    if entry is not None:
+        entry[1] += n
+    elif len(examples) < MAX_DISTINCT_ERRORS:
+        examples[signature] = [kind, n, example]
+
+
 class Collector:
     """Per-second partial buckets, swapped out once a second (or once per report on a worker)."""
 
@@ -96,6 +121,8 @@ class Collector:
         if exception is not None:
             kind = llm.error if llm is not None and llm.error in LLM_ERROR_KINDS else classify(exception, response)
             bucket["errors"][kind] = bucket["errors"].get(kind, 0) + 1
+            signature, example = describe_error(kind, exception, response)
+            count_error(bucket.setdefault("examples", {}), signature, kind, example)
         else:
             key = bucket_of(response_time or 0.0)
             bucket["hist"][key] = bucket["hist"].get(key, 0) + 1
@@ -120,6 +147,8 @@ class Collector:
             bucket["errors"][kind] = bucket["errors"].get(kind, 0) + n
         for key, n in partial["hist"].items():
             bucket["hist"][int(key)] = bucket["hist"].get(int(key), 0) + n
+        for signature, (kind, n, example) in (partial.get("examples") or {}).items():
+            count_error(bucket.setdefault("examples", {}), signature, kind, example, int(n))
         if partial.get("llm") is not None:
             theirs = LlmStats.from_json(partial["llm"])
             stats = bucket.get("llm")

@@ -33,7 +33,7 @@ from typing import Any
 from aichaos.experiment.model import Bound, Experiment, Slo
 from aichaos.metrics.histogram import percentile
 from aichaos.metrics.llm import LLM_METRICS, llm_metrics
-from aichaos.metrics.samples import Bucket, merge_buckets
+from aichaos.metrics.samples import Bucket, merge_buckets, top_errors
 from aichaos.metrics.scrape import Query, ScrapeStore, parse_selector, window_value
 
 # scraped metrics are keyed "service/selector"; each comes with its parsed query
@@ -74,6 +74,7 @@ class Metrics:
     p99_ms: float | None
     errors: dict[str, int] = field(default_factory=dict)
     scraped: dict[str, tuple[float, float] | None] = field(default_factory=dict)  # key -> (lowest, highest)
+    top_errors: list[dict[str, Any]] = field(default_factory=list)  # the most frequent distinct errors
     ok_count: int | None = None  # requests that succeeded: the latency percentiles' samples
     min_samples: int = 1  # percentiles of fewer successful requests are insufficient data (None)
     # LLM metrics and counts (aichaos.metrics.llm.llm_metrics); None when no LLM request started in the window
@@ -110,6 +111,8 @@ class Metrics:
             "p99_ms": _r(self.p99_ms), "errors": self.errors}
         if self.ok_count is not None:  # (journals before version 3's minimum-sample rule have neither)
             out.update(ok_count=self.ok_count, min_samples=self.min_samples)
+        if self.top_errors:
+            out["top_errors"] = self.top_errors
         if self.scraped:
             out["scraped"] = {k: None if v is None else {"min": _r(v[0]), "max": _r(v[1])}
                               for k, v in self.scraped.items()}
@@ -124,7 +127,8 @@ class Metrics:
                    p50_ms=data["p50_ms"], p95_ms=data["p95_ms"], p99_ms=data["p99_ms"], errors=dict(data["errors"]),
                    scraped={k: None if v is None else (v["min"], v["max"])
                             for k, v in data.get("scraped", {}).items()},
-                   ok_count=data.get("ok_count"), min_samples=data.get("min_samples", 1), llm=data.get("llm"))
+                   ok_count=data.get("ok_count"), min_samples=data.get("min_samples", 1), llm=data.get("llm"),
+                   top_errors=list(data.get("top_errors") or []))
 
 
 def _r(value: float | None) -> float | None:
@@ -155,6 +159,7 @@ def metrics_of(buckets: Mapping[int, Bucket], start: int, end: int, scrapes: Scr
         errors=dict(merged.errors),
         scraped=scraped,
         ok_count=ok,
+        top_errors=top_errors(merged.examples),
         min_samples=max(1, min_samples),
         llm=None if merged.llm is None else llm_metrics(merged.llm, seconds, min_samples),
     )

@@ -21,6 +21,8 @@ class Bucket:
     errors: dict[str, int] = field(default_factory=dict)
     hist: dict[int, int] = field(default_factory=dict)  # latency of successful requests
     llm: LlmStats | None = None  # the LLM requests among them, measured (None: there were none)
+    # distinct errors: signature -> [kind, count, example] (at most a few a second; see the load process)
+    examples: dict[str, list[Any]] = field(default_factory=dict)
 
     @property
     def error_count(self) -> int:
@@ -36,12 +38,15 @@ class Bucket:
             if self.llm is None:
                 self.llm = LlmStats()
             self.llm.add(other.llm)
+        merge_examples(self.examples, other.examples)
 
     def to_json(self) -> dict[str, Any]:
         out = {"second": self.second, "count": self.count, "errors": self.errors,
                "hist": {str(k): v for k, v in sorted(self.hist.items())}}
         if self.llm is not None:
             out["llm"] = self.llm.to_json()
+        if self.examples:
+            out["examples"] = self.examples
         return out
 
     @classmethod
@@ -49,7 +54,25 @@ class Bucket:
         return cls(second=int(data["second"]), count=int(data["count"]),
                    errors={str(k): int(v) for k, v in data.get("errors", {}).items()},
                    hist={int(k): int(v) for k, v in data.get("hist", {}).items()},
-                   llm=LlmStats.from_json(data["llm"]) if data.get("llm") is not None else None)
+                   llm=LlmStats.from_json(data["llm"]) if data.get("llm") is not None else None,
+                   examples={str(k): [str(v[0]), int(v[1]), str(v[2])]
+                             for k, v in (data.get("examples") or {}).items()})
+
+
+def merge_examples(into: dict[str, list[Any]], other: dict[str, list[Any]]) -> None:
+    """Add ``other``'s distinct errors to ``into``: counts by signature, the first example kept."""
+    for signature, (kind, n, example) in other.items():
+        entry = into.get(signature)
+        if entry is None:
+            into[signature] = [kind, n, example]
+        else:
+            entry[1] += n
+
+
+def top_errors(examples: dict[str, list[Any]], n: int = 5) -> list[dict[str, Any]]:
+    """The ``n`` most frequent distinct errors: kind, count and an example of each."""
+    ranked = sorted(examples.values(), key=lambda e: (-e[1], e[0], e[2]))[:n]
+    return [{"kind": kind, "count": count, "example": example} for kind, count, example in ranked]
 
 
 def merge_buckets(buckets: list[Bucket], second: int = 0) -> Bucket:
@@ -60,6 +83,8 @@ def merge_buckets(buckets: list[Bucket], second: int = 0) -> Bucket:
             out.errors[kind] = out.errors.get(kind, 0) + n
     out.hist = merge(b.hist for b in buckets)
     out.llm = merge_llm(b.llm for b in buckets)
+    for b in buckets:
+        merge_examples(out.examples, b.examples)
     return out
 
 
@@ -95,7 +120,8 @@ class SampleStore:
                 items = list(self._buckets.items())
             else:
                 items = [(s, self._buckets[s]) for s in range(start, end) if s in self._buckets]
-            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist), None if b.llm is None else b.llm.copy())
+            return {s: Bucket(b.second, b.count, dict(b.errors), dict(b.hist), None if b.llm is None else b.llm.copy(),
+                              {k: list(v) for k, v in b.examples.items()})
                     for s, b in items}
 
     @property

@@ -166,6 +166,9 @@ def markdown(journal: Journal) -> str:
     notes = load_notes(journal)
     if notes:
         out += [f"- {n}" for n in notes] + [""]
+    distinct = error_lines(journal)
+    if distinct:
+        out += ["### Distinct errors", ""] + [f"- `{line.replace('`', chr(39))}`" for line in distinct] + [""]
     metric_rows = service_metric_rows(journal)
     if metric_rows:
         out += ["## Service metrics", "", table(service_metric_headers(journal), metric_rows), ""]
@@ -189,6 +192,18 @@ def _game_day_line(journal: Journal) -> str:
 def json_text(journal: Journal) -> str:
     """The journal itself, as ``journal.json`` holds it."""
     return journal.dumps()
+
+
+def error_lines(journal: Journal, per_phase: int = 3) -> list[str]:
+    """The most frequent distinct errors of each phase, with a count and an example (status and the
+    start of the body, or the exception's message)."""
+    out = []
+    for phase in journal.phases:
+        if phase.metrics is None:
+            continue
+        for e in phase.metrics.top_errors[:per_phase]:
+            out.append(f"[{phase.name}] {e['count']} x {e['kind']}: {e['example'][:160] or '(no message)'}")
+    return out
 
 
 def hypothesis_lines(journal: Journal) -> list[str]:
@@ -261,6 +276,7 @@ def summary(journal: Journal) -> list[Block]:
     if journal.phases:
         out.append(Table("Phases", PHASE_HEADERS, phase_rows(journal)))
         out += [Message("info", note) for note in load_notes(journal)]
+        out += [Message("info", f"error {line}") for line in error_lines(journal)]
         metric_rows = service_metric_rows(journal)
         if metric_rows:
             out.append(Table("Service metrics", service_metric_headers(journal), metric_rows))

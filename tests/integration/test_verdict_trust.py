@@ -75,6 +75,11 @@ def test_a_down_edge_with_a_handful_of_survivors_fails_its_percentile_gate(tmp_p
     assert "a percentile needs 20" in gate["detail"]
     assert result.returncode == 1 and j["verdict"] == "fail"
     assert "insufficient (" in result.stdout  # the phase table says so too
+    # errors you can read: the most frequent distinct one, counted, with the frontend's answer as example
+    top = fault["top_errors"][0]
+    assert top["kind"] == "5xx" and top["count"] >= 0.9 * fault["count"]
+    assert top["example"].startswith("502 ") and "backend failed" in top["example"]
+    assert f"[fault] {top['count']} x 5xx: 502" in result.stderr
 
 
 def test_an_slo_that_names_only_latency_still_sees_a_fast_failing_outage(tmp_path):

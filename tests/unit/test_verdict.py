@@ -99,3 +99,15 @@ def test_gate_results_without_a_baseline_phase_or_faults_is_empty():
 ])
 def test_verdict(status, stop, passed, code, expected):
     assert verdict_of(status, stop, [GateResult("g", passed, "", "")], code) == expected
+
+
+def test_distinct_errors_merge_by_signature_and_rank_by_count():
+    from aichaos.metrics.samples import Bucket, merge_buckets, top_errors
+
+    a = Bucket(1, 5, {"5xx": 5}, {}, examples={"5xx 502 x": ["5xx", 5, "502 x"]})
+    b = Bucket(2, 9, {"5xx": 2, "timeout": 7},
+               examples={"5xx 502 x": ["5xx", 2, "502 x (later)"], "timeout t": ["timeout", 7, "ReadTimeout: t"]})
+    merged = merge_buckets([a, b])
+    assert merged.examples["5xx 502 x"] == ["5xx", 7, "502 x"]  # counts add up, the first example stays
+    assert [e["kind"] for e in top_errors(merged.examples)] == ["5xx", "timeout"]
+    assert Bucket.from_json(merged.to_json()).examples == merged.examples
