@@ -65,6 +65,8 @@ class Stats:
     errored: int = 0
     stalled: int = 0
     tokens: int = 0
+    active: int = 0  # streams open now
+    peak: int = 0  # the most streams open at once
     ttft_ms: list[float] = field(default_factory=list)
     itl_ms: list[float] = field(default_factory=list)
 
@@ -88,11 +90,19 @@ class Stream:
         self.sent = 0
         self.received = time.perf_counter()
         self.writes: list[float] = []
+        self.token_frame = self.frame(self.chunk(WORD))  # the same bytes for every token: cheap to send
+
+    @staticmethod
+    def frame(payload: dict[str, Any] | str) -> bytes:
+        data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        event = f"data: {data}\n\n".encode()
+        return b"%x\r\n%s\r\n" % (len(event), event)
 
     def event(self, payload: dict[str, Any] | str) -> None:
-        data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-        frame = f"data: {data}\n\n".encode()
-        self.protocol.write(b"%x\r\n%s\r\n" % (len(frame), frame))
+        self.protocol.write(self.frame(payload))
+
+    def end(self) -> None:
+        self.server.stats.active -= 1
 
     def chunk(self, text: str | None, finish: str | None = None) -> dict[str, Any]:
         if self.chat:
@@ -115,13 +125,16 @@ class Stream:
         """Send the next token (or the ending); False once the stream is over."""
         stats = self.server.stats
         if self.protocol.closed:
+            self.end()
             return False
         if self.sent == self.truncate_at:
             stats.truncated += 1
             self.protocol.abort()
+            self.end()
             return False
         if self.sent == self.error_at:
             stats.errored += 1
+            self.end()
             self.event({"error": {"object": "error", "message": "stub: engine failed mid-stream", "type":
                                   "InternalServerError", "code": 500}})
             self.event("[DONE]")
@@ -131,8 +144,9 @@ class Stream:
             if self.sent == 0 and self.chat:
                 self.event({**self.chunk(None), "choices": [{"index": 0, "delta": {"role": "assistant"},
                                                              "finish_reason": None}]})
-            self.event(self.chunk(WORD))
-            self.writes.append(time.perf_counter())
+            self.protocol.write(self.token_frame)
+            if self.server.settings.record:
+                self.writes.append(time.perf_counter())
             self.sent += 1
             if self.sent == self.stall_at + 1 and self.stall_at >= 0:
                 stats.stalled += 1
@@ -147,6 +161,7 @@ class Stream:
         self.protocol.write(b"0\r\n\r\n")
         stats.completed += 1
         stats.tokens += self.sent
+        self.end()
         if self.server.settings.record and self.writes:
             stats.ttft_ms.append((self.writes[0] - self.received) * 1000)
             stats.itl_ms.extend((b - a) * 1000 for a, b in zip(self.writes, self.writes[1:], strict=False))
@@ -162,13 +177,19 @@ class Server:
 
     def start_stream(self, protocol: Http, body: dict[str, Any], chat: bool) -> None:
         self.stats.requests += 1
+        self.stats.active += 1
+        self.stats.peak = max(self.stats.peak, self.stats.active)
         stream = Stream(self, protocol, self.stats.requests, body, chat)
         protocol.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
                        b"Transfer-Encoding: chunked\r\n\r\n")
         if self.settings.tick_ms > 0:
-            self.loop.call_later(self.settings.ttft_ms * self.settings.slowdown / 1000, self.ticking.append, stream)
+            # through a method: the tick replaces the list, so a bound append could add to a dropped one
+            self.loop.call_later(self.settings.ttft_ms * self.settings.slowdown / 1000, self.join_tick, stream)
         else:
             self.schedule(stream, stream.received)
+
+    def join_tick(self, stream: Stream) -> None:
+        self.ticking.append(stream)
 
     def schedule(self, stream: Stream, since: float) -> None:
         """Per-stream timing: the next step at an exact offset from the previous one (no drift)."""
