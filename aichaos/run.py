@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aichaos import __version__, clock
+from aichaos.correctness import GoldenProber
 from aichaos.errors import (
     AichaosError,
     BaselineNotSteady,
@@ -266,6 +267,13 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
             probe = kind_of(fault).before_load(fault, context, journal.scrapes)
             if probe is not None:
                 session.started(f"probe for {fault.type}", _stopper(probe.stop))
+    if experiment.correctness is not None:  # golden answers, taken before the load and any fault
+        probed = handle.services[experiment.correctness_target or experiment.load.target]
+        golden = GoldenProber(probed.name, f"http://{probed.host}:{probed.port}", experiment.correctness,
+                              journal.scrapes)
+        session.started("golden-answer probes", _stopper(golden.stop))
+        report(golden.record_golden())
+        golden.start()
 
     plan = plan_load(experiment.load, experiment.phases)
     if experiment.load.target_is_url:  # a server this run does not start (an LLM endpoint, say)

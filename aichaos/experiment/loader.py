@@ -374,6 +374,14 @@ def _references(experiment: Experiment, stack: Stack, located: Located) -> list[
         hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
         problems.append(Problem(located.file, located.line_of(("load", "target")), "load.target",
                                 f"no service {experiment.load.target!r} in the stack{hint}"))
+    probed = experiment.correctness_target
+    if probed is not None and probed not in stack.services:
+        close = difflib.get_close_matches(probed, services, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; services: {', '.join(services)}"
+        key_path: KeyPath = ("correctness", "target") if experiment.correctness and experiment.correctness.target \
+            else ("correctness",)
+        problems.append(Problem(located.file, located.line_of(key_path), format_path(key_path),
+                                f"no service {probed!r} in the stack to probe{hint}"))
     from aichaos.faults.registry import kind_of
 
     for i, phase in enumerate(experiment.phases):

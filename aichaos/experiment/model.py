@@ -755,6 +755,53 @@ class Phase(Strict):
         return value
 
 
+class Correctness(Strict):
+    """Golden answers (``aichaos.correctness``): a probe set sent with deterministic decoding before the
+    load starts, then every ``every`` during the run, each answer compared with its golden one; the
+    share of probes truncated, duplicated, changed, with another finish_reason, with usage that
+    disagrees with the text, or failed, are series of ``target`` (``aichaos_golden_truncated`` …,
+    ``aichaos_golden_mismatch`` for any of them) for SLOs, stop conditions and degradation gates."""
+
+    target: str | None = Field(None, description="the stack service the probes go to, whose name keys the "
+                                                 "series (default: the load's target)")
+    api: Literal["chat", "completions"] = "chat"
+    model: str = Field(min_length=1, max_length=500, description="the model name the server serves")
+    prompts: list[str] = Field(default_factory=list, max_length=1000, description="the probe set; or leave it "
+                                                                                  "out and give count and prompt")
+    count: int = Field(8, ge=1, le=1000, description="probes drawn from prompt (with the seed) when no prompts")
+    prompt: str = Field("{{ words(lognormal(20, 0.5)) }}", description="the template the probes are drawn from")
+    max_tokens: int = Field(32, ge=1, le=1_000_000)
+    temperature: float = Field(0.0, ge=0, le=2, description="0: greedy, the same answer every time")
+    seed: int = Field(1234, description="sent with every probe, and the seed of the drawn prompts")
+    stream: bool = Field(True, description="stream the answers (a truncated or broken stream shows)")
+    every: Duration = Field(1.0, description="how often the probe set is sent")
+    timeout: Duration = Field(10.0, description="per probe")
+    extra: dict[str, Any] = Field(default_factory=dict, description="more body fields, e.g. {ignore_eos: true}")
+
+    @field_validator("prompt")
+    @classmethod
+    def _template_parses(cls, value: str) -> str:
+        from aichaos.load.templates import check_templates
+
+        check_templates(value)
+        return value
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("every must be at least 1s (the series have one value a second)")
+        return value
+
+    @model_validator(mode="after")
+    def _reserved(self) -> Correctness:
+        reserved = {"model", "stream", "stream_options", "messages", "prompt", "max_tokens", "temperature",
+                    "seed"} & set(self.extra)
+        if reserved:
+            raise ValueError(f"extra must not set {', '.join(sorted(reserved))}: give them as keys of correctness")
+        return self
+
+
 if TYPE_CHECKING:
     RuntimeChoice = str
 else:
@@ -777,6 +824,15 @@ class Experiment(Strict):
     phases: list[Phase] = Field(min_length=1, max_length=1000)
     gates: Gates = Field(default_factory=lambda: Gates())
     stop_when: list[StopCondition] = Field(default_factory=list)
+    correctness: Correctness | None = Field(None, description="golden answers of an OpenAI-compatible service, "
+                                                              "compared every second (aichaos_golden_* series)")
+
+    @property
+    def correctness_target(self) -> str | None:
+        """The service the golden-answer probes go to, or None without a correctness block."""
+        if self.correctness is None:
+            return None
+        return self.correctness.target or self.load.target
 
     @model_validator(mode="after")
     def _phases(self) -> Experiment:
