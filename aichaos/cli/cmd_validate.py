@@ -39,4 +39,6 @@ def validate(
         exp = loaded.experiment
         term.data(f"ok {file}: {exp.name}, {len(exp.phases)} phases, {exp.duration:g}s, "
                   f"stack {loaded.stack_path} ({len(loaded.stack.services)} services)")
+        for note in loaded.notes:  # a Compose stack's inferred edges and ignored keys
+            term.info(f"{file}: {note}")
     raise typer.Exit(ExitCode.INVALID if failed else ExitCode.OK)
