@@ -12,11 +12,19 @@ from rich.markup import escape
 from rich.table import Table
 
 
+class _Stdout(Console):
+    """Rich ends the process (exit 1) when its reader goes away; the terminal decides instead."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 class Terminal:
     def __init__(self) -> None:
         no_color = bool(os.environ.get("NO_COLOR"))
         self.err = Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True)
-        self.out = Console(no_color=no_color, highlight=False, soft_wrap=True)
+        self.out: Console = _Stdout(no_color=no_color, highlight=False, soft_wrap=True)
         if not self.out.is_terminal:  # logs and CI: wide enough that tables do not fold every cell
             self.out.width = max(self.out.width, 140)
         self.stdout_closed = False

@@ -37,6 +37,11 @@ def _pct(metrics: Metrics, value: float | None) -> str:
     return _ms(value)
 
 
+def _pct_ms(metrics: Metrics, value: float | None) -> str:
+    text = _pct(metrics, value)
+    return text if value is None else f"{text} ms"
+
+
 def phase_rows(journal: Journal) -> list[list[str]]:
     """One row per phase: name, duration, users, requests, rps (and its share of the expected
     rate), p50, p95, p99, error rate, faults."""
@@ -239,7 +244,7 @@ def result_lines(journal: Journal) -> list[str]:
         else:
             recover = "not recovered" if r.time_to_recover_s is None else \
                 f"recovered {r.time_to_recover_s:.1f}s after the fault phase ended"
-        out.append(f"result [{r.phase}]: p95 {_pct(base, base.p95_ms)} -> {_pct(m, m.p95_ms)} ms, errors "
+        out.append(f"result [{r.phase}]: p95 {_pct_ms(base, base.p95_ms)} -> {_pct_ms(m, m.p95_ms)}, errors "
                    f"{base.error_rate:.2%} -> {m.error_rate:.2%}; {detect}; {recover}")
     return out
 
@@ -276,7 +281,7 @@ def summary(journal: Journal) -> list[Block]:
     if journal.phases:
         out.append(Table("Phases", PHASE_HEADERS, phase_rows(journal)))
         out += [Message("info", note) for note in load_notes(journal)]
-        out += [Message("info", f"error {line}") for line in error_lines(journal)]
+        out += [Message("info", f"error seen {line}") for line in error_lines(journal)]
         metric_rows = service_metric_rows(journal)
         if metric_rows:
             out.append(Table("Service metrics", service_metric_headers(journal), metric_rows))

@@ -79,7 +79,7 @@ def test_a_down_edge_with_a_handful_of_survivors_fails_its_percentile_gate(tmp_p
     top = fault["top_errors"][0]
     assert top["kind"] == "5xx" and top["count"] >= 0.9 * fault["count"]
     assert top["example"].startswith("502 ") and "backend failed" in top["example"]
-    assert f"[fault] {top['count']} x 5xx: 502" in result.stderr
+    assert f"error seen [fault] {top['count']} x 5xx: 502" in result.stderr
 
 
 def test_an_slo_that_names_only_latency_still_sees_a_fast_failing_outage(tmp_path):
@@ -114,3 +114,15 @@ def test_a_baseline_whose_requests_all_fail_stops_the_run_before_any_fault(tmp_p
     assert j["faults"] == [] and [p["name"] for p in j["phases"]] == ["baseline"]
     assert "the baseline was not steady" in result.stderr and "--allow-unhealthy-baseline" in j["errors"][0]
     assert "4xx" in j["errors"][0]  # the frontend passes on the backend's 404: what failed, by kind
+
+
+def test_a_reader_that_closes_stdout_early_loses_nothing(tmp_path):
+    """`aichaos run x.yaml | head -1`: the journal is written, everything torn down, the exit code the verdict's."""
+    run_dir = tmp_path / "run"
+    script = (f"{sys.executable} -m aichaos run tests/experiments/plain-short.yaml --run-dir {run_dir} "
+              "--set phases.2.duration=2s | head -c 1 >/dev/null; echo ${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    j = json.loads((run_dir / "journal.json").read_text())
+    assert int(result.stdout.strip()) == j["exit_code"] and j["verdict"] in ("pass", "fail")
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
+    assert j["leftovers"] == [] and not (run_dir / "state.json").exists()
