@@ -29,7 +29,7 @@ def inject(
     exit 2 when it is not valid, 3 when it could not be injected."""
     from aichaos.cli.cmd_stack import fault_line
     from aichaos.cli.terminal import Terminal
-    from aichaos.errors import AichaosError, ExitCode, ExperimentError
+    from aichaos.errors import ExitCode
     from aichaos.experiment.durations import parse_duration
     from aichaos.experiment.fault_args import fault_from_args
     from aichaos.experiment.loader import load_stack
@@ -47,7 +47,7 @@ def inject(
         if for_s <= 0:
             term.error(f"--for {for_}: a fault lasts longer than 0s")
             raise typer.Exit(ExitCode.INVALID)
-    try:
+    with term.failures():
         day = find_game_day(stack)
         fault = fault_from_args(type_, edge=edge, service=service, sets=set_, stack=load_stack(Path(day.stack_file)))
         if kind_of(fault).target == "load":
@@ -55,13 +55,6 @@ def inject(
                        "or change the load that `aichaos watch --load` drives")
             raise typer.Exit(ExitCode.INVALID)
         answer = Control(day).inject(fault.model_dump(mode="json", by_alias=True), for_s, allow_external)
-    except ExperimentError as exc:
-        for problem in exc.problems:
-            term.error(str(problem))
-        raise typer.Exit(ExitCode.INVALID) from None
-    except AichaosError as exc:
-        term.error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
     term.info(f"injected {fault_line(answer)}")
     term.data(answer["id"])
 

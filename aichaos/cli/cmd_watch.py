@@ -28,21 +28,14 @@ def watch(
     """Watch a game-day stack live: per-second request rate, p50/p95/p99, errors by kind, the scraped
     metrics the stack declares and the active faults. What it measures goes into the game day's journal."""
     from aichaos.cli.terminal import Terminal
-    from aichaos.errors import AichaosError, ExitCode, ExperimentError
+    from aichaos.errors import ExitCode
 
     term = Terminal()
     if mode not in ("auto", "live", "plain"):
         term.error(f"--mode must be auto, live or plain, not {mode!r}")
         raise typer.Exit(ExitCode.INVALID)
-    try:
+    with term.failures():
         code = _watch(term, experiment, stack, load, metric, duration, mode, seed)
-    except ExperimentError as exc:
-        for problem in exc.problems:
-            term.error(str(problem))
-        raise typer.Exit(ExitCode.INVALID) from None
-    except AichaosError as exc:
-        term.error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
     raise typer.Exit(code)
 
 

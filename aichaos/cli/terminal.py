@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rich.console import Console
@@ -21,6 +21,9 @@ class _Stdout(Console):
 
 
 class Terminal:
+    """Status and messages to stderr, data to stdout. ``failures()`` turns aichaos's errors into
+    messages and their documented exit codes, the same way in every command."""
+
     def __init__(self) -> None:
         no_color = bool(os.environ.get("NO_COLOR"))
         self.err = Console(stderr=True, no_color=no_color, highlight=False, soft_wrap=True)
@@ -43,6 +46,24 @@ class Terminal:
                 devnull = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(devnull, self.out.file.fileno())
                 os.close(devnull)
+
+    @contextlib.contextmanager
+    def failures(self) -> Iterator[None]:
+        """Inside, an invalid file prints each problem (file:line key) and exits 2; any other aichaos
+        error prints its message and hint and exits with its code."""
+        import typer
+
+        from aichaos.errors import AichaosError, ExitCode, ExperimentError
+
+        try:
+            yield
+        except ExperimentError as exc:
+            for problem in exc.problems:
+                self.error(str(problem))
+            raise typer.Exit(ExitCode.INVALID) from None
+        except AichaosError as exc:
+            self.error(str(exc))
+            raise typer.Exit(exc.exit_code) from None
 
     def info(self, text: str) -> None:
         self.err.print(escape(text))
