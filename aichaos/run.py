@@ -291,6 +291,9 @@ def _execute(loaded: LoadedExperiment, options: RunOptions, report: Reporter, jo
         llm_total = getattr(load, "llm_total", None)  # LLM requests, streams, output tokens, ITL samples
         if llm_total:
             journal.load_totals["llm"] = llm_total
+        if getattr(load, "cpu_max", None) is not None:  # was the load itself the bottleneck?
+            journal.load_totals["load_cpu_max"] = round(load.cpu_max, 3)  # type: ignore[attr-defined]
+            journal.load_totals["load_saturated_s"] = load.saturated_s  # type: ignore[attr-defined]
         return []
 
     session.started("load", stop_load)

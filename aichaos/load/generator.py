@@ -23,6 +23,7 @@ from aichaos.metrics.samples import Bucket, SampleStore
 from aichaos.ports import free_port
 
 log = logging.getLogger(__name__)
+SATURATED = 0.9  # a load process busy this share of a core or more may be what limits the load
 
 
 def _request_json(r: RequestSpec, base_dir: Path) -> dict[str, Any]:
@@ -94,6 +95,11 @@ class LoadGenerator:
         self.locust_total: int | None = None
         self.collected_total: int | None = None
         self.llm_total: dict[str, int] | None = None  # LLM requests, streams, output tokens, ITL samples
+        # the busiest load process's share of a core, at most, and the seconds it spent at SATURATED or over:
+        # a load process that is the bottleneck sends less than asked and reads token gaps short
+        self.cpu_max = 0.0
+        self.saturated_s = 0
+        self._saturated_run = 0
         self.error: str | None = None
         self.users = 0
         self._reader: threading.Thread | None = None
@@ -135,6 +141,7 @@ class LoadGenerator:
                 continue
             kind = msg.get("type")
             if kind == "samples":
+                self._note_cpu(msg.get("cpu"))
                 self.users = int(msg.get("users", 0))
                 if not msg.get("final"):  # sent just after a second ends: that second's users
                     self.store.set_users(int(time.time() - 0.5), self.users)
@@ -151,6 +158,20 @@ class LoadGenerator:
             elif kind == "error":
                 self.error = str(msg.get("message"))
         self.done.set()
+
+    def _note_cpu(self, cpu: float | None) -> None:
+        if cpu is None:
+            return
+        self.cpu_max = max(self.cpu_max, float(cpu))
+        if cpu < SATURATED:
+            self._saturated_run = 0
+            return
+        self.saturated_s += 1
+        self._saturated_run += 1
+        if self._saturated_run == 3:
+            log.warning("a load process has used %.0f%% of a core for 3 seconds: the load may be the bottleneck "
+                        "(achieved below offered, token gaps read short); add load workers (load.workers)",
+                        cpu * 100)
 
     def set_t0(self, t0: float) -> None:
         """Tell the load process where second 0 of the plan is."""

@@ -11,10 +11,11 @@ Protocol with aichaos, one JSON object per line:
   ``{"t0": EPOCH}`` (the plan's second 0, once aichaos knows it) and ``stop`` (or end of input,
   e.g. when aichaos dies), which stops the load and flushes.
 - stdout: ``{"type": "ready"}`` once users are spawning; every second
-  ``{"type": "samples", "users": N, "buckets": [...]}`` with the partial buckets completed since the
+  ``{"type": "samples", "users": N, "buckets": [...], "cpu": F}`` (F: the busiest load process's
+  share of a core over the last second) with the partial buckets completed since the
   last line (a bucket is keyed by the second its requests *started*, so one second may arrive in
   several lines: the receiver adds them); at the end ``{"type": "done", "locust_total": N,
-  "collected_total": N}``.
+  "collected_total": N, "llm_total": {...}}`` (LLM requests, streams, output tokens, ITL samples).
 
 Distributed: request events fire on the workers. Each worker attaches its partial buckets to the
 stats report it sends the master anyway (``report_to_master``), so Locust's counts and aichaos's
@@ -171,6 +172,19 @@ class Collector:
                 bucket["llm"] = bucket["llm"].to_json()
             out.append(bucket)
         return out
+
+
+class CpuMeter:
+    """This process's CPU time per wall second since the last reading (1.0: a whole core)."""
+
+    def __init__(self) -> None:
+        self.cpu, self.wall = time.process_time(), time.monotonic()
+
+    def share(self) -> float:
+        cpu, wall = time.process_time(), time.monotonic()
+        share = (cpu - self.cpu) / max(wall - self.wall, 1e-3)
+        self.cpu, self.wall = cpu, wall
+        return share
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -352,6 +366,7 @@ def run_main(spec: dict[str, Any]) -> int:
     expected = spec.get("workers", 0) + spec.get("remote_workers", 0)
     children: list[subprocess.Popen[bytes]] = []
     flushed: set[str] = set()
+    worker_cpu: dict[str, float] = {}  # each worker's CPU share, from its last report
     if expected:
         locust.runners.WORKER_REPORT_INTERVAL = 1.0  # buckets reach aichaos within about a second
         runner: Any = env.create_master_runner(spec["master_bind"], spec["master_port"])
@@ -359,6 +374,8 @@ def run_main(spec: dict[str, Any]) -> int:
         def on_worker_report(client_id: str, data: dict[str, Any]) -> None:
             for partial in data.get("aichaos_buckets", []):
                 collector.add(partial)
+            if "aichaos_cpu" in data:
+                worker_cpu[client_id] = float(data["aichaos_cpu"])
 
         def on_hello(environment: Any, msg: Any, **_: Any) -> None:
             runner.send_message("aichaos_spec", {**spec, "t0": PLAN.t0}, client_id=msg.node_id)
@@ -391,10 +408,14 @@ def run_main(spec: dict[str, Any]) -> int:
         env.events.request.add_listener(collector.on_request)
     stop = Event()
 
+    meter = CpuMeter()
+
     def stream() -> None:
         while not stop.is_set():
             gevent.sleep(1.0 - (time.time() % 1.0))
-            emit({"type": "samples", "users": runner.user_count, "buckets": collector.take()})
+            # the busiest load process: near 1.0 it may be the bottleneck, and the gaps it times read short
+            cpu = max([meter.share(), *worker_cpu.values()])
+            emit({"type": "samples", "users": runner.user_count, "buckets": collector.take(), "cpu": round(cpu, 3)})
 
     gevent.spawn(watch_stdin, stop, runner)
     streamer = gevent.spawn(stream)
@@ -437,8 +458,11 @@ def run_worker(master: str, locustfile: str | None) -> int:
     runner: Any = env.create_worker_runner(host, int(port))
     env.events.request.add_listener(collector.on_request)
 
+    meter = CpuMeter()
+
     def attach(client_id: str, data: dict[str, Any]) -> None:
         data["aichaos_buckets"] = collector.take()
+        data["aichaos_cpu"] = meter.share()
 
     def on_spec(environment: Any, msg: Any, **_: Any) -> None:
         if not locustfile:

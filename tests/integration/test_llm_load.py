@@ -85,6 +85,7 @@ gates:
     assert totals["ttft"] == totals["tpot"] == totals["e2el"] == totals["gap"] == totals["streams"]
     assert totals["output_tokens"] == 12 * totals["streams"]
     assert totals["itl"] == totals["output_tokens"] - totals["streams"]  # n tokens, n - 1 gaps
+    assert 0 < j["load_totals"]["load_cpu_max"] and j["load_totals"]["load_saturated_s"] >= 0  # the load's own CPU
 
     phases = {p["name"]: p["metrics"]["llm"] for p in j["phases"]}
     base, fault, after = phases["baseline"], phases["fault"], phases["recovery"]
