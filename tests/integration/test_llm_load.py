@@ -58,9 +58,10 @@ def totals_of(samples: list[dict]) -> dict[str, int]:
     return out
 
 
-def test_streamed_run_buckets_add_up_and_a_slowdown_is_detected_and_recovered(tmp_path):
+def test_streamed_run_on_workers_buckets_add_up_and_a_slowdown_is_detected_and_recovered(tmp_path):
     # TTFT 40 ms, then a token every 10 ms; the fault makes both 5 times slower (ITL 50 ms)
-    path = write_experiment(tmp_path, "--ttft-ms 40 --itl-ms 10", "  users: 6", """\
+    # on two Locust workers: their buckets travel to the master with their reports
+    path = write_experiment(tmp_path, "--ttft-ms 40 --itl-ms 10", "  users: 6\n  workers: 2", """\
   slo: {itl_p99_ms: {max: 30}, ttft_p95_ms: {max: 150}, error_rate: {max: 0.01}}
 phases:
   - {name: baseline, duration: 4s}
@@ -85,7 +86,7 @@ gates:
     assert totals["ttft"] == totals["tpot"] == totals["e2el"] == totals["gap"] == totals["streams"]
     assert totals["output_tokens"] == 12 * totals["streams"]
     assert totals["itl"] == totals["output_tokens"] - totals["streams"]  # n tokens, n - 1 gaps
-    assert 0 < j["load_totals"]["load_cpu_max"] and j["load_totals"]["load_saturated_s"] >= 0  # the load's own CPU
+    assert j["load_totals"]["load_cpu_max"] > 0 and j["load_totals"]["load_saturated_s"] >= 0  # the load's own CPU
 
     phases = {p["name"]: p["metrics"]["llm"] for p in j["phases"]}
     base, fault, after = phases["baseline"], phases["fault"], phases["recovery"]
