@@ -66,6 +66,27 @@ PHASE_HEADERS = ["phase", "length", "users", "requests", "rps (of expected)", "p
                  "errors", "faults"]
 
 
+LLM_HEADERS = ["phase", "LLM requests", "TTFT p50 ms", "TTFT p95 ms", "ITL p50 ms", "ITL p99 ms", "TPOT p50 ms",
+               "E2EL p95 ms", "max gap ms", "tokens/s", "goodput/s", "tokens from"]
+
+
+def llm_rows(journal: Journal) -> list[list[str]]:
+    """One row per phase with LLM requests: their counts and token metrics (``aichaos.metrics.llm``),
+    and where the token counts came from (the server's usage, or the chunks)."""
+    rows = []
+    for phase in journal.phases:
+        llm = phase.metrics.llm if phase.metrics is not None else None
+        if llm is None:
+            continue
+        source = llm.get("tokens_from", {})
+        origin = ", ".join(f"{kind} {n}" for kind, n in source.items() if n) or "-"
+        rows.append([phase.name, f"{llm['streams']} of {llm['requests']} ok",
+                     *[_ms(llm.get(k)) for k in ("ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p99_ms",
+                                                 "tpot_p50_ms", "e2el_p95_ms", "max_gap_ms")],
+                     f"{llm['tokens_per_s']:.1f}", f"{llm['goodput']:.2f}", origin])
+    return rows
+
+
 def _value(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
@@ -90,6 +111,12 @@ def load_notes(journal: Journal) -> list[str]:
             kind = "offered" if phase.offered_rps is not None else "expected from the baseline"
             notes.append(f"{phase.name}: the load achieved {phase.metrics.rps:.1f} req/s of {phase.expected_rps:.1f} "
                          f"{kind} ({ratio:.0%}): the service slowed the load down, so fewer requests saw the fault")
+    saturated = journal.load_totals.get("load_saturated_s")
+    if saturated:
+        highest = journal.load_totals.get("load_cpu_max", 0)
+        notes.append(f"the load process was at 90% or more of a core for {saturated}s (at most {highest:.0%}): the "
+                     "load itself may have been the bottleneck, and token gaps it timed read short; add load workers "
+                     "(load.workers)")
     if journal.error_budget_spent is not None:
         notes.append(f"error budget spent over the run: {journal.error_budget_spent:.0%} of what the error-rate SLO "
                      "allows for as many requests")
@@ -171,6 +198,9 @@ def markdown(journal: Journal) -> str:
     notes = load_notes(journal)
     if notes:
         out += [f"- {n}" for n in notes] + [""]
+    llm = llm_rows(journal)
+    if llm:
+        out += ["## LLM requests", "", table(LLM_HEADERS, llm), ""]
     distinct = error_lines(journal)
     if distinct:
         out += ["### Distinct errors", ""] + [f"- `{line.replace('`', chr(39))}`" for line in distinct] + [""]
@@ -281,6 +311,9 @@ def summary(journal: Journal) -> list[Block]:
     if journal.phases:
         out.append(Table("Phases", PHASE_HEADERS, phase_rows(journal)))
         out += [Message("info", note) for note in load_notes(journal)]
+        llm = llm_rows(journal)
+        if llm:
+            out.append(Table("LLM requests", LLM_HEADERS, llm))
         out += [Message("info", f"error seen {line}") for line in error_lines(journal)]
         metric_rows = service_metric_rows(journal)
         if metric_rows:

@@ -103,6 +103,7 @@ gates:
     assert "itl_p50_ms" in result_["degradation"] and result_["degradation"]["itl_p50_ms"]["ratio"] > 2
     violated = [w for w in j["windows"] if w["status"] == "violated"]
     assert violated and all(any(b.startswith("itl_p99_ms") for b in w["broken"]) for w in violated)
+    assert "LLM requests" in result.stdout + result.stderr  # the summary's table of them
     assert_nothing_left(j)
 
 
