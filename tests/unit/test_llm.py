@@ -226,3 +226,24 @@ def test_an_input_surge_replaces_an_llm_requests_prompt():
     llm = surged(request, surge).llm
     assert llm is not None and llm.prompt == "{{ words(2000) }}" and llm.prompts is None
     assert llm.max_tokens == 8 and llm.extra == {"top_k": 5}
+
+
+def test_the_api_key_stays_in_the_environment(tmp_path, monkeypatch):
+    from aichaos.errors import LoadError
+    from aichaos.load.generator import load_spec
+    from aichaos.load.schedule import plan_load
+
+    (tmp_path / "prompts.txt").write_text("one\ntwo\n")
+    load = Load.model_validate({"target": "llm", "users": 2, "requests": [
+        {"name": "c", "llm": {"model": "m", "prompts": "prompts.txt", "api_key_env": "AICHAOS_TEST_KEY"}}]})
+    experiment = Experiment.model_validate({**EXPERIMENT, "load": load.model_dump(by_alias=True)})
+    plan = plan_load(experiment.load, experiment.phases)
+    monkeypatch.delenv("AICHAOS_TEST_KEY", raising=False)
+    with pytest.raises(LoadError, match="AICHAOS_TEST_KEY"):
+        load_spec(experiment.load, "http://127.0.0.1:1", plan, base_dir=tmp_path)
+    monkeypatch.setenv("AICHAOS_TEST_KEY", "sk-secret")
+    spec = load_spec(experiment.load, "http://127.0.0.1:1", plan, base_dir=tmp_path)
+    assert "sk-secret" not in json.dumps(spec)  # the load process reads the key from its own environment
+    [[request]] = spec["mixes"]
+    assert request["llm"]["prompts"] == ["one", "two"] and request["llm"]["api_key_env"] == "AICHAOS_TEST_KEY"
+    assert "sk-secret" not in experiment.model_dump_json()
