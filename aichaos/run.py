@@ -136,6 +136,11 @@ def _run(loaded: LoadedExperiment, options: RunOptions, report: Reporter, load_f
                                  options.toxiproxy_url or experiment.toxiproxy_url)
             kind.check(setup)
             check_faults(experiment.phases, RunCheck(kind.capabilities, kind.name, options.allow_external))
+            from aichaos.load.generator import check_load_environment
+
+            # an API key that is not set fails here, not after the stack stood up
+            check_load_environment(experiment.load, [r for p in experiment.phases if p.load and p.load.requests
+                                                     for r in p.load.requests])
             state.runtime = kind.name
             journal.environment.update({
                 "runtime": kind.name, "python": sys.version.split()[0], "platform": platform.platform(),

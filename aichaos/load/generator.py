@@ -33,11 +33,24 @@ def _request_json(r: RequestSpec, base_dir: Path) -> dict[str, Any]:
         llm = r.llm.model_dump(mode="json")
         if r.llm.prompts is not None:  # read here: a remote worker has only the spec, not the file
             llm["prompts"] = read_prompts_file(base_dir / r.llm.prompts)
-        if r.llm.api_key_env is not None and r.llm.api_key_env not in os.environ:
-            raise LoadError(f"request {r.name!r}: the environment variable {r.llm.api_key_env} (its API key) is "
-                            "not set", hint=f"export {r.llm.api_key_env}=... before aichaos run")
+        check_api_key(r)
         out["llm"] = llm
     return out
+
+
+def check_api_key(request: RequestSpec) -> None:
+    """Refuse an llm request whose API key variable is not set (the load process reads the key
+    itself; it never travels in the spec)."""
+    env = request.llm.api_key_env if request.llm is not None else None
+    if env is not None and env not in os.environ:
+        raise LoadError(f"request {request.name!r}: the environment variable {env} (its API key) is not set",
+                        hint=f"export {env}=... before aichaos run")
+
+
+def check_load_environment(load: Load, phase_requests: list[RequestSpec] | None = None) -> None:
+    """Before anything starts: what the load needs from this machine's environment is there."""
+    for request in [*load.requests, *(phase_requests or [])]:
+        check_api_key(request)
 
 
 def read_prompts_file(path: Path) -> list[Any]:

@@ -4,6 +4,8 @@ runtime, streamed over SSE and measured token by token. A few seconds of load ea
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -141,3 +143,18 @@ gates: {baseline_steady: false}
     windows = [w for w in j["windows"] if w["status"] != "unknown"]
     assert windows and all(any(b.startswith("max_gap_ms") for b in w["broken"]) for w in windows)
     assert_nothing_left(j)
+
+
+def test_an_unset_api_key_stops_the_run_before_anything_starts(tmp_path):
+    path = write_experiment(tmp_path, "", "  users: 2", """\
+  slo: {ttft_p95_ms: {max: 500}}
+phases:
+  - {name: baseline, duration: 2s}
+""")
+    path.write_text(path.read_text().replace("max_tokens: 12}", "max_tokens: 12, api_key_env: AICHAOS_UNSET_KEY}"))
+    env = {k: v for k, v in os.environ.items() if k != "AICHAOS_UNSET_KEY"}
+    result = subprocess.run([sys.executable, "-m", "aichaos", "run", str(path), "--run-dir", str(tmp_path / "run")],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT, env=env)
+    assert result.returncode == 3, result.stderr + result.stdout
+    assert "AICHAOS_UNSET_KEY" in result.stderr and "llm stub on" not in result.stderr
+    assert json.loads((tmp_path / "run" / "journal.json").read_text())["services"] == {}
