@@ -182,9 +182,16 @@ class Router:
         request = self.client.build_request("POST", replica.url + path, content=body, headers=headers)
         replica.in_flight += 1
         handed_over = False
+        sent_at = asyncio.get_running_loop().time()
         try:
             try:
-                upstream = await self.client.send(request, stream=True)
+                sending = self.client.send(request, stream=True)
+                # a stream's first-chunk timeout counts from the request: a replica that holds even its
+                # headers back (a slow first byte) is skipped as one that holds its first chunk back
+                upstream = await (asyncio.wait_for(sending, self.first_chunk_timeout) if streamed else sending)
+            except TimeoutError as exc:
+                return self._failed(replica, 504, f"{replica.name} sent nothing within the first-chunk timeout: "
+                                                  f"{exc!r}", "timeout")
             except httpx.TimeoutException as exc:
                 return self._failed(replica, 504, f"{replica.name} timed out: {exc!r}", "timeout")
             except httpx.HTTPError as exc:
@@ -218,7 +225,8 @@ class Router:
                 return Response(content, status, media_type=upstream.headers.get("content-type"))
             chunks = upstream.aiter_raw()
             try:
-                first = await asyncio.wait_for(anext(chunks), self.first_chunk_timeout)
+                left = self.first_chunk_timeout - (asyncio.get_running_loop().time() - sent_at)
+                first = await asyncio.wait_for(anext(chunks), max(left, 0.001))
             except (TimeoutError, StopAsyncIteration, httpx.HTTPError) as exc:
                 await upstream.aclose()
                 label = "timeout" if isinstance(exc, TimeoutError | httpx.TimeoutException) else "broken_stream"
