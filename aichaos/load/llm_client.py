@@ -79,17 +79,16 @@ def make_llm_request(req: dict[str, Any], goodput: Goodput) -> Callable[[Any], N
         started = time.time()
         sent = time.perf_counter()
         response: Any = None
+        answer: HTTPSocketPoolResponse | None = None
         try:
             answer = client.request("POST", user.llm_prefix + path, body=body, headers=headers)
             status = answer.status_code
             if status >= 400:
-                text = _read_bounded(answer)
-                raise StatusError(status, text)
+                raise StatusError(status, answer.read(MAX_ERROR_BODY))
             if stream:
                 result = read_stream(answer, sent, chat)
             else:
                 result = read_whole(answer.read(), sent, time.perf_counter(), chat)
-            answer.release()
             exception: BaseException | None = None if result.ok else LlmAnswerError(result)
         except StatusError as exc:
             response, exception = exc, exc
@@ -97,20 +96,17 @@ def make_llm_request(req: dict[str, Any], goodput: Goodput) -> Callable[[Any], N
         except Exception as exc:  # connection refused or reset, timeout, a broken response: counted by kind
             exception = exc
             result = StreamResult(error="transport", detail=repr(exc), e2el_ms=(time.perf_counter() - sent) * 1000)
+        finally:
+            if answer is not None:
+                # back to the user's one-connection pool (closed unless the answer ended cleanly), on every
+                # path: a socket left checked out would block the user's next request for ever
+                answer.release()
         result.good = goodput.good(result)
         user.environment.events.request.fire(
             request_type="POST", name=name, response_time=result.e2el_ms, response_length=0, exception=exception,
             context={}, start_time=started, url=path, response=response, llm=result)
 
     return send
-
-
-def _read_bounded(answer: HTTPSocketPoolResponse) -> bytes:
-    try:
-        text = answer.read(MAX_ERROR_BODY)
-    finally:
-        answer.release()
-    return text
 
 
 def read_stream(answer: HTTPSocketPoolResponse, sent: float, chat: bool) -> StreamResult:

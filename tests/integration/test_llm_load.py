@@ -158,3 +158,23 @@ phases:
     assert result.returncode == 3, result.stderr + result.stdout
     assert "AICHAOS_UNSET_KEY" in result.stderr and "llm stub on" not in result.stderr
     assert json.loads((tmp_path / "run" / "journal.json").read_text())["services"] == {}
+
+
+def test_a_stream_silent_past_the_timeout_is_a_timeout_and_its_user_goes_on(tmp_path):
+    # every 3rd stream goes silent for 1.5 s after 2 tokens; the load gives up waiting after 0.5 s
+    path = write_experiment(tmp_path, "--ttft-ms 20 --itl-ms 10 --stall-every 3 --stall-after 2 --stall-ms 1500",
+                            "  users: 2\n  timeout: 500ms", """\
+  slo: {error_rate: {max: 1.0}}
+phases:
+  - {name: baseline, duration: 4s}
+gates: {baseline_steady: false}
+""")
+    run_dir = tmp_path / "run"
+    result = run(["run", str(path), "--run-dir", str(run_dir)])
+    assert (run_dir / "journal.json").exists(), result.stderr + result.stdout
+    [phase] = journal(run_dir)["phases"]
+    errors, llm = phase["metrics"]["errors"], phase["metrics"]["llm"]
+    assert set(errors) == {"timeout"} and errors["timeout"] >= 2
+    # after each timeout the user's connection is given back, and it carries on with the next request
+    assert llm["streams"] >= 2 * errors["timeout"]
+    assert llm["max_gap_ms"] < 500
