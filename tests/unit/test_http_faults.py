@@ -121,3 +121,14 @@ def test_an_http_fault_on_an_edge_that_is_not_http_is_refused_at_load(tmp_path):
     (tmp_path / "experiment.yaml").write_text(EXPERIMENT.replace(LATENCY, FAULTS["http_error"][0]))
     with pytest.raises(AichaosError, match="scheme: http"):
         load_experiment(tmp_path / "experiment.yaml")
+
+
+def test_stream_corrupts_error_event_carries_its_status_as_openai_names_it():
+    import json
+
+    from aichaos.proxy.http import ERROR_EVENT, error_event
+
+    rate_limit = json.loads(error_event(429)[len(b"data: "):])["error"]
+    assert rate_limit["code"] == 429 and rate_limit["type"] == "rate_limit_error"
+    assert json.loads(ERROR_EVENT[len(b"data: "):])["error"]["code"] == 500
+    assert error_event(503).endswith(b"\n\n")
