@@ -835,6 +835,13 @@ class Experiment(Strict):
         return self.correctness.target or self.load.target
 
     @model_validator(mode="after")
+    def _probes_fill_windows(self) -> Experiment:
+        if self.correctness is not None and self.correctness.every > self.steady_state.window:
+            raise ValueError("correctness.every must be at most steady_state.window: a window without a round of "
+                             "golden-answer probes has no value of their series and cannot hold")
+        return self
+
+    @model_validator(mode="after")
     def _phases(self) -> Experiment:
         names = [p.name for p in self.phases]
         dupes = sorted({n for n in names if names.count(n) > 1})

@@ -128,6 +128,9 @@ def test_the_block_refuses_what_it_sets_itself_and_defaults_to_the_loads_target(
         "steady_state": {"slo": {"metrics": {"router": {"aichaos_golden_mismatch": {"max": 0}}}}},
         "phases": [{"name": "baseline", "duration": "1s"}], "correctness": {"model": "m"}})
     assert experiment.correctness_target == "router"
+    with pytest.raises(ValueError, match=r"at most steady_state\.window"):
+        Experiment.model_validate({**experiment.model_dump(by_alias=True, exclude_none=True),
+                                   "correctness": {"model": "m", "every": "10s"}})
 
 
 # ------------------------------------------------------------------ the prober, on a real socket
