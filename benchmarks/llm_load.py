@@ -33,6 +33,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +59,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def _raise_priority() -> None:
+    try:
+        os.nice(-5)
+    except OSError:
+        pass
+
+
 class Stub:
     def __init__(self, *args: str) -> None:
         self.port = free_port()
+        # ahead of the clients on the CPU where allowed: the clients are measured, the server must keep up
         self.process = subprocess.Popen([sys.executable, str(STUB), "--port", str(self.port), *args],
-                                        stderr=subprocess.DEVNULL)
+                                        stderr=subprocess.DEVNULL, preexec_fn=_raise_priority)
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -80,6 +89,12 @@ class Stub:
     def stats(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"{self.host}/stats", timeout=30) as answer:
             return json.loads(answer.read())
+
+    def cpu_share(self, run: Callable[[], Any]) -> tuple[Any, float]:
+        """``run()``'s result, and the share of a core the stub used meanwhile."""
+        cpu, wall = cpu_seconds(self.process.pid), time.monotonic()
+        result = run()
+        return result, (cpu_seconds(self.process.pid) - cpu) / (time.monotonic() - wall)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -276,27 +291,34 @@ def capacity(args: argparse.Namespace) -> None:
         stub = Stub("--ttft-ms", "0", "--tick-ms", str(tick))
         spread = tokens * tick / 1000  # streams start at every phase of the stream's length, not in lockstep
         try:
-            ours = run_aichaos(stub.host, users, tokens, 4, args.seconds, 3, spread=spread)
+            ours, ours_stub = stub.cpu_share(partial(run_aichaos, stub.host, users, tokens, 4, args.seconds, 3,
+                                                     spread=spread))
             peak = stub.stats()["peak"]
-            theirs = run_bare(stub.port, users, tokens, 4, args.seconds, 3, spread=spread)
+            theirs, theirs_stub = stub.cpu_share(partial(run_bare, stub.port, users, tokens, 4, args.seconds, 3,
+                                                         spread=spread))
         finally:
             stub.stop()
+        ours["stub_cpu"], theirs["stub_cpu"] = ours_stub, theirs_stub
         rows.append((tick, peak, ours, theirs))
     collect, parse = collection_cost(tokens), parse_cost(tokens)
     print(f"2. capacity: {users} concurrent streams, {tokens} tokens each, a token per stream every tick, one client "
           f"process each, {os.cpu_count()} cores shared with the stub; a client that keeps up sees ITL p50 = the tick")
     print(f"{'offered':<14} {'client':<16} {'streams/s':>9} {'tokens/s':>9} {'CPU':>5} {'CPU/token':>10} "
-          f"{'ITL p50':>8} {'ITL p99':>8}")
+          f"{'ITL p50':>8} {'ITL p99':>8} {'stub CPU':>8}")
     for tick, peak, ours, theirs in rows:
         offered = f"{users * 1000 // tick:,} tok/s"
         for name, r in (("aichaos (Locust)", ours), ("bare asyncio", theirs)):
             print(f"{offered:<14} {name:<16} {r['streams'] / args.seconds:>9.0f} {r['tokens_per_s']:>9.0f} "
-                  f"{r['cpu_share']:>5.0%} {r['cpu_us_per_token']:>8.1f}us {_ms(r['itl'][0]):>8} {_ms(r['itl'][1]):>8}")
+                  f"{r['cpu_share']:>5.0%} {r['cpu_us_per_token']:>8.1f}us {_ms(r['itl'][0]):>8} {_ms(r['itl'][1]):>8} "
+                  f"{r['stub_cpu']:>8.0%}")
         print(f"{'':<14} (the stub had {peak} streams open at once during aichaos's run)")
     per_token = rows[0][2]["cpu_us_per_token"]
     print(f"in aichaos's worker, per token: parsing (sseclient-py, json, StreamReader) {parse:.2f} us; collection "
           f"(timestamps, ITL list, histograms, buckets) {collect:.2f} us = {collect / per_token:.1%} of its "
           f"{per_token:.1f} us (target <= 10%); the rest is gevent and geventhttpclient I/O")
+    print(f"aichaos's worker at {per_token:.1f} us of CPU per token: one whole core reads "
+          f"{1e6 / per_token:,.0f} tokens/s (CPU below 100% with ITL off the tick means the machine or the stub, "
+          "not the client, held it back)")
     best = max(r[2]["tokens_per_s"] for r in rows)
     print(f"aichaos: {best:,.0f} tokens/s over {users} streams from one process (target >= 20,000 tokens/s, "
           ">= 1,000 streams)")
