@@ -153,7 +153,8 @@ def run_aichaos(host: str, users: int, max_tokens: int, warmup: float, seconds: 
     proc.wait(30)
     merged = merge_llm(buckets.get(s) for s in range(*window)) or LlmStats()
     span = window[1] - window[0]
-    return {"streams": merged.streams, "tokens": merged.output_tokens, "tokens_per_s": merged.output_tokens / span,
+    return {"window": window, "streams": merged.streams, "tokens": merged.output_tokens,
+            "tokens_per_s": merged.output_tokens / span,
             "cpu_us_per_token": (cpu[1] - cpu[0]) / max(1, merged.output_tokens) * 1e6,
             "cpu_share": (cpu[1] - cpu[0]) / span,
             "ttft": (percentile(merged.ttft, 50), percentile(merged.ttft, 99)),
@@ -239,7 +240,7 @@ def bare_main(port: int, users: int, max_tokens: int, warmup: float, seconds: fl
     tokens = sum(r[3] for r in inside)
     gaps = [g for r in inside for g in r[2]]
     ttfts = [r[1] for r in inside]
-    print(json.dumps({"streams": len(inside), "tokens": tokens, "tokens_per_s": tokens / seconds,
+    print(json.dumps({"window": window, "streams": len(inside), "tokens": tokens, "tokens_per_s": tokens / seconds,
                       "cpu_us_per_token": (cpu[1] - cpu[0]) / max(1, tokens) * 1e6,
                       "cpu_share": (cpu[1] - cpu[0]) / seconds,
                       "ttft": (nearest_rank(ttfts, 50), nearest_rank(ttfts, 99)) if ttfts else (None, None),
@@ -264,24 +265,45 @@ def _ms(value: float | None) -> str:
 def accuracy(args: argparse.Namespace) -> None:
     # a stream lasts 100 + 39 x 20 = 880 ms: Poisson arrivals at 113/s keep 100 streams in flight
     tokens, rate = 40, 113.0
-    stub = Stub("--ttft-ms", "100", "--itl-ms", "20", "--record")
-    try:
-        measured = run_aichaos(stub.host, 160, tokens, 2, args.seconds, 2, rate)
-        bare = run_bare(stub.port, 160, tokens, 2, args.seconds, 2, rate)
-        truth = stub.stats()
-    finally:
-        stub.stop()
-    print(f"1. accuracy: Poisson arrivals at {rate:g}/s, about 100 streams in flight (at most {truth['peak']}), TTFT "
-          f"100 ms, a token every 20 ms, {tokens} tokens; {measured['streams']} streams measured by aichaos, "
-          f"{bare['streams']} by the bare client, {truth['completed']} by the stub")
-    print(f"{'':<10} {'truth':>9} {'aichaos':>9} {'error':>8} {'bare':>9} {'error':>8} {'target':>7}")
-    for name, key, values in (("TTFT", "ttft", truth["ttft_ms"]), ("ITL", "itl", truth["itl_ms"])):
-        for i, q in enumerate((50, 99)):
-            true = nearest_rank(values, q)
-            ours, theirs = measured[key][i], bare[key][i]
-            print(f"{name + f' p{q}':<10} {true:>9.2f} {_ms(ours):>9} {_ms(None if ours is None else ours - true):>8} "
-                  f"{_ms(theirs):>9} {_ms(None if theirs is None else theirs - true):>8} {'±1 ms':>7}")
+    rows: dict[tuple[str, str, int], list[tuple[float, float]]] = {}  # (client, metric, q) -> [(value, truth)]
+    peak, streams = 0, {"aichaos": 0, "bare": 0}
+    for _ in range(args.rounds):  # interleaved: a busy moment of the machine falls on both clients alike
+        for name, client in (("aichaos", run_aichaos), ("bare", run_bare)):
+            stub = Stub("--ttft-ms", "100", "--itl-ms", "20", "--record")  # its truth is of this client's streams
+            try:
+                measured = client(stub.host if client is run_aichaos else stub.port, 160, tokens, 2, args.seconds, 2,
+                                  rate)
+                stats = stub.stats()
+            finally:
+                stub.stop()
+            start, end = measured["window"]
+            inside = [r for r in stats["recorded"] if start <= r[0] < end]  # the streams the client measured
+            truth = {"ttft": [r[1] for r in inside], "itl": [g for r in inside for g in r[2]]}
+            peak, streams[name] = max(peak, stats["peak"]), streams[name] + measured["streams"]
+            for key in ("ttft", "itl"):
+                for i, q in enumerate((50, 99)):
+                    if measured[key][i] is not None and truth[key]:
+                        rows.setdefault((name, key, q), []).append((measured[key][i], nearest_rank(truth[key], q)))
+    print(f"1. accuracy: Poisson arrivals at {rate:g}/s, about 100 streams in flight (at most {peak}), TTFT 100 ms, "
+          f"a token every 20 ms, {tokens} tokens; truth: when the stub wrote each token of the streams each client "
+          f"measured; median of {args.rounds} interleaved rounds")
+    print(f"{'':<10} {'aichaos':>9} {'truth':>9} {'error':>8}   {'bare':>9} {'truth':>9} {'error':>8} {'target':>7}")
+    for key, label in (("ttft", "TTFT"), ("itl", "ITL")):
+        for q in (50, 99):
+            cells = []
+            for name in ("aichaos", "bare"):
+                pairs = rows.get((name, key, q), [])
+                value = _median([v for v, _ in pairs])
+                true = _median([t for _, t in pairs])
+                error = _median([v - t for v, t in pairs])
+                cells.append(f"{_ms(value):>9} {_ms(true):>9} {_ms(error):>8}")
+            print(f"{label + f' p{q}':<10} {'   '.join(cells)} {'±1 ms':>7}")
+    print(f"streams measured: aichaos {streams['aichaos']}, bare {streams['bare']}")
     print()
+
+
+def _median(values: list[float]) -> float | None:
+    return sorted(values)[len(values) // 2] if values else None
 
 
 def capacity(args: argparse.Namespace) -> None:
@@ -385,6 +407,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
     parser.add_argument("--seconds", type=float, default=6, help="the measured window of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the accuracy part")
     args = parser.parse_args()
     for name, part in PARTS.items():
         if args.part in (name, "all"):

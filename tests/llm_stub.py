@@ -18,9 +18,10 @@ Its timing and its misbehaviour are set on the command line:
 - ``--no-usage``: never send ``usage`` (clients must count the chunks).
 
 ``GET /stats`` answers what it did: streams completed, truncated, errored and stalled, tokens sent
-in completed streams, and with ``--record`` every completed stream's true TTFT (request received →
-first token written) and every gap between token writes, in ms. ``/admin/faults`` speaks the sample
-stack's fault-hook protocol for ``slowdown`` (TTFT and gaps times the factor).
+in completed streams, open and at most open, and with ``--record`` every completed stream's time of
+arrival, true TTFT (request received → first token written) and gaps between token writes, in ms.
+``/admin/faults`` speaks the sample stack's fault-hook protocol for ``slowdown`` (TTFT and gaps
+times the factor).
 
     python tests/llm_stub.py --port 8000 --ttft-ms 50 --itl-ms 10
 """
@@ -67,8 +68,8 @@ class Stats:
     tokens: int = 0
     active: int = 0  # streams open now
     peak: int = 0  # the most streams open at once
-    ttft_ms: list[float] = field(default_factory=list)
-    itl_ms: list[float] = field(default_factory=list)
+    # with --record, each completed stream: [epoch second it was received, true TTFT ms, [true gaps ms]]
+    recorded: list[list[Any]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return self.__dict__
@@ -89,6 +90,7 @@ class Stream:
         self.error_at = s.error_after if s.error_every and number % s.error_every == 0 else -1
         self.sent = 0
         self.received = time.perf_counter()
+        self.received_at = time.time()
         self.writes: list[float] = []
         self.token_frame = self.frame(self.chunk(WORD))  # the same bytes for every token: cheap to send
 
@@ -163,8 +165,8 @@ class Stream:
         stats.tokens += self.sent
         self.end()
         if self.server.settings.record and self.writes:
-            stats.ttft_ms.append((self.writes[0] - self.received) * 1000)
-            stats.itl_ms.extend((b - a) * 1000 for a, b in zip(self.writes, self.writes[1:], strict=False))
+            stats.recorded.append([self.received_at, (self.writes[0] - self.received) * 1000,
+                                   [(b - a) * 1000 for a, b in zip(self.writes, self.writes[1:], strict=False)]])
         return False
 
 
