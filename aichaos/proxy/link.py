@@ -408,6 +408,9 @@ class _ClientSide(_Side):
         link.upstream.src = link.downstream.dst = transport
         link.proxy.links.add(link)
         link.proxy.stats["connections"] += 1
+        # the toxics hold from the accept, as in Toxiproxy: an upstream that answers and closes at
+        # once may be read before connect() resumes, and must not slip past them
+        link.refresh()
         transport.pause_reading()
         link.connect_task = asyncio.get_running_loop().create_task(link.connect())
 
