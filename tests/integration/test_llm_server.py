@@ -180,7 +180,10 @@ def test_requests_are_batched_continuously(llm: Server) -> None:
     assert llm.metric("vllm:generation_tokens_total") - before == 8 * 40
     steps = llm.metric("llm_batch_size_count") - steps_before
     batched = steps - (llm.metric('llm_batch_size_bucket{le="1.0"}') - singles_before)
-    assert batched > 0.5 * steps  # most steps computed several sequences at once
+    # one request at a time would take a step per token (320); batching computes several sequences a
+    # step. (How many steps run alone depends on how the 8 arrivals spread, which a loaded machine
+    # stretches: the tokens per step are what batching decides.)
+    assert batched > 0 and 8 * 40 / steps > 2.0
     assert llm.metric("vllm:time_to_first_token_seconds_count") >= 8
 
 
