@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# most integration tests wait on fixed-length runs: two at a time, a file's tests on one worker
+PYTEST_PARALLEL ?= -n 2 --dist loadfile
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,7 +25,7 @@ demo: $(STAMP) ## Run the demo experiment on the local runtime (about two minute
 test: $(STAMP) ## Run the unit and integration tests (sets up Docker and Chromium for their tests where it can)
 	PYTHON=$(BIN)/python scripts/docker-env
 	scripts/browser-env
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_PARALLEL) $(PYTEST_ARGS)
 
 unit: $(STAMP) ## Run the unit tests only (fast, hermetic)
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
