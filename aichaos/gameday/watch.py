@@ -22,7 +22,7 @@ from rich.text import Text
 
 from aichaos.cli.live import SecondFigures, figures_text, second_figures
 from aichaos.gameday.record import measurement_line
-from aichaos.metrics.samples import SampleStore
+from aichaos.metrics.samples import SampleStore, merge_examples, top_errors
 from aichaos.metrics.scrape import Query, ScrapeStore, parse_selector, split_key, window_value
 
 DEFAULT_SERIES = 6  # scraped series shown per service when none are named
@@ -35,6 +35,8 @@ class WatchedSecond:
     figures: SecondFigures | None  # None: no load is driven
     metrics: dict[str, float | None]  # "service/selector" -> a gauge's value, a counter's rate per second
     faults: list[dict[str, Any]]  # the active faults, as the keeper lists them
+    # the second's distinct errors: signature -> [kind, count, example] (aichaos.metrics.samples)
+    examples: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def metric_value(store: ScrapeStore, service: str, query: Query, second: int) -> float | None:
@@ -98,7 +100,8 @@ class Watcher:
             if lines:
                 with open(self.measurements, "a", encoding="utf-8") as out:
                     out.write("".join(lines))
-        return WatchedSecond(second, figures, metrics, faults_in(self.faults(), second))
+        return WatchedSecond(second, figures, metrics, faults_in(self.faults(), second),
+                             dict(bucket.examples) if bucket is not None else {})
 
 
 def faults_in(status: Mapping[str, Any], second: int) -> list[dict[str, Any]]:
@@ -140,7 +143,10 @@ def watch_line(watched: WatchedSecond) -> str:
     if watched.metrics:
         line += " | " + " · ".join(f"{k} {_value(v)}" for k, v in watched.metrics.items())
     faults = _faults_text(watched.faults, watched.second + 1)
-    return line + (f" | faults: {faults}" if faults else " | no faults")
+    line += f" | faults: {faults}" if faults else " | no faults"
+    for e in top_errors(watched.examples, 1):
+        line += f" | error: {e['kind']}: {e['example'][:120]}"
+    return line
 
 
 def watch_table(title: str, seconds: Sequence[WatchedSecond], rows: int = 15) -> Group:
@@ -164,4 +170,10 @@ def watch_table(title: str, seconds: Sequence[WatchedSecond], rows: int = 15) ->
         table.add_row(*cells)
     faults = _faults_text(last.faults, time.time()) if last else ""
     head = Text("faults: " + (faults or "none"), style="bold red" if faults else "green")
+    seen: dict[str, list[Any]] = {}
+    for w in seconds[-rows:]:
+        merge_examples(seen, w.examples)
+    latest = [Text(f"{e['count']} x {e['kind']}: {e['example'][:160]}", style="red") for e in top_errors(seen, 3)]
+    if latest:
+        return Group(head, table, Text("latest distinct errors:"), *latest)
     return Group(head, table)

@@ -265,3 +265,18 @@ def test_watch_refuses_bad_options_with_exit_2():
     assert runner.invoke(app, ["watch", "--mode", "fancy"]).exit_code == ExitCode.INVALID
     result = runner.invoke(app, ["watch", "--duration", "soon"])
     assert result.exit_code == ExitCode.INVALID and "--duration soon" in result.output
+
+
+def test_watch_shows_the_latest_distinct_errors():
+    from rich.console import Console
+
+    from aichaos.gameday.watch import WatchedSecond, watch_line, watch_table
+
+    examples = {"5xx 502 x": ["5xx", 12, '502 {"error": "backend failed"}'], "timeout t": ["timeout", 3, "ReadTimeout"]}
+    watched = WatchedSecond(1_800_000_000, None, {}, [], examples)
+    assert watch_line(watched).endswith('| error: 5xx: 502 {"error": "backend failed"}')
+    console = Console(width=140, record=True, no_color=True)
+    console.print(watch_table("watch", [watched]))
+    text = console.export_text()
+    assert "latest distinct errors:" in text and '12 x 5xx: 502 {"error": "backend failed"}' in text
+    assert "3 x timeout: ReadTimeout" in text
