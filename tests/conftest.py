@@ -73,3 +73,25 @@ phases:
     faults:
       - {type: latency, edge: frontend->backend, latency_ms: 100}
 """
+
+
+@pytest.fixture
+def files(write):
+    """Write the unit stack, and return a function that writes an experiment beside it."""
+    write("stack.yaml", STACK)
+    return lambda text: write("exp.yaml", text)
+
+
+def problems(path, overrides=None):
+    """The problems loading ``path`` (with ``overrides``) reports; fails when it loads."""
+    from aichaos.errors import ExperimentError
+    from aichaos.experiment.loader import load_experiment
+
+    with pytest.raises(ExperimentError) as info:
+        load_experiment(path, overrides)
+    return info.value.problems
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of ``text`` holding ``needle``."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)

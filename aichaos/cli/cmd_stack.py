@@ -27,7 +27,7 @@ def up(
     import json
 
     from aichaos.cli.terminal import Terminal
-    from aichaos.errors import AichaosError, ExitCode, ExperimentError
+    from aichaos.errors import ExitCode
     from aichaos.gameday.control import Control
 
     term = Terminal()
@@ -38,15 +38,9 @@ def up(
         term.error(f"--network must be run or host, not {network!r}")
         raise typer.Exit(ExitCode.INVALID)
     try:
-        day = start_game_day(term, file, runtime, network, runs_dir, toxiproxy_url)
-        status = Control(day).status()
-    except ExperimentError as exc:
-        for problem in exc.problems:
-            term.error(str(problem))
-        raise typer.Exit(ExitCode.INVALID) from None
-    except AichaosError as exc:
-        term.error(str(exc))
-        raise typer.Exit(exc.exit_code) from None
+        with term.failures():
+            day = start_game_day(term, file, runtime, network, runs_dir, toxiproxy_url)
+            status = Control(day).status()
     except KeyboardInterrupt:
         term.error("interrupted: the stack was taken down")
         raise typer.Exit(ExitCode.INTERRUPTED) from None

@@ -352,8 +352,11 @@ def load_experiment(path: Path | str, overrides: list[str] | None = None) -> Loa
             raise
         raise ExperimentError(_attributed(exc.problems, original, overridden)) from None
 
-    stack_path = (path.parent / experiment.stack).resolve()
     stack_line = located.line_of(("stack",))
+    if "\0" in experiment.stack:  # no file system takes it: refused here, not as an OS error
+        problem = Problem(str(path), stack_line, "stack", "a path cannot hold a NUL character")
+        raise ExperimentError([_blamed(problem, overridden)])
+    stack_path = (path.parent / experiment.stack).resolve()
     if not stack_path.is_file():
         what = "is not a regular file" if stack_path.exists() else "not found"
         problem = Problem(str(path), stack_line, "stack", f"stack file {experiment.stack!r} {what} "

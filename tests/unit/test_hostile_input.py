@@ -18,25 +18,11 @@ from aichaos.experiment.durations import parse_duration
 from aichaos.experiment.loader import load_experiment
 from aichaos.experiment.model import FaultSpec
 from aichaos.experiment.yamlpos import MAX_DEPTH, MAX_FILE_BYTES, parse_yaml
-from tests.conftest import EXPERIMENT, STACK
+from tests.conftest import EXPERIMENT, STACK, line_of, problems
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def files(write):
-    write("stack.yaml", STACK)
-    return lambda text: write("exp.yaml", text)
-
-
-def problems(path, overrides=None):
-    with pytest.raises(ExperimentError) as info:
-        load_experiment(path, overrides)
-    return info.value.problems
-
-
-def line_of(text: str, needle: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
 def bomb(width: int, depth: int) -> str:
@@ -340,3 +326,11 @@ def test_a_file_that_crashes_the_loader_costs_no_other_file_its_verdict(files, w
     assert f"ok {good}" in result.output
     assert f"{cursed}: could not be checked (RecursionError" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_a_stack_path_with_a_nul_character_is_refused_at_its_line(files):
+    """Found by the property test: it reached the file system and read as a bug in aichaos."""
+    text = EXPERIMENT.replace("stack: stack.yaml", 'stack: "stack\\0.yaml"')
+    (problem,) = problems(files(text))
+    assert problem.key == "stack" and "NUL" in problem.message
+    assert problem.line == line_of(text, "stack:")

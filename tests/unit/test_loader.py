@@ -2,27 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
-from aichaos.errors import ExperimentError
 from aichaos.experiment.loader import json_schema, load_experiment
-from tests.conftest import EXPERIMENT, STACK
-
-
-@pytest.fixture
-def files(write):
-    write("stack.yaml", STACK)
-    return lambda text: write("exp.yaml", text)
-
-
-def problems(path, overrides=None):
-    with pytest.raises(ExperimentError) as info:
-        load_experiment(path, overrides)
-    return info.value.problems
-
-
-def line_of(text: str, needle: str) -> int:
-    return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
+from tests.conftest import EXPERIMENT, STACK, line_of, problems
 
 
 def test_valid_experiment_loads(files):
