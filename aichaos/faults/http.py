@@ -61,7 +61,9 @@ class HttpToxicKind(FaultKind):
         scheme = stack.services[dependent].depends_on[dependency].scheme
         if scheme != "http":
             yield "edge", (f"{fault.type} acts on HTTP requests, and edge {fault.edge!r} has scheme {scheme!r}: "
-                           f"declare scheme: http on {dependent}'s depends_on.{dependency} if it speaks HTTP/1.1")
+                           f"if it speaks HTTP/1.1, declare scheme: http on {dependent}'s depends_on.{dependency} "
+                           f"in a stack file, or in the experiment's edges: {{{fault.edge}: {{scheme: http, ...}}}} "
+                           "for a Compose stack")
 
     def check_run(self, fault: Any, run: RunCheck) -> None:
         if run.proxy is None or run.proxy == "fake" or is_builtin(run.proxy_version):
